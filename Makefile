@@ -1,0 +1,49 @@
+# Two commands matter: `make run` and `make test`. Both install on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
+            services/search-api/pyproject.toml services/indexer-worker/pyproject.toml
+
+.PHONY: install run test lint format typecheck clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
+	@echo "make test                      install on first use, run every test"
+	@echo "make lint | typecheck | clean"
+
+install: $(STAMP)
+
+$(STAMP): $(PROJECTS) requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (set PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e shared -e services/encoder -e services/search-api \
+	    -e services/indexer-worker -r requirements-dev.txt
+	# Only the PP-OCR detection model file is used from this wheel; its own dependency
+	# on the GUI build of OpenCV would clash with opencv-python-headless.
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/python scripts/run_stack.py $(if $(IMAGES_DIR),--images-dir "$(IMAGES_DIR)")
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services tests scripts
+	$(BIN)/ruff format --check shared services tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format shared services tests scripts
+	$(BIN)/ruff check --fix shared services tests scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy shared/src services/encoder/src services/search-api/src services/indexer-worker/src
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
