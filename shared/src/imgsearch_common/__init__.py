@@ -1,0 +1,15 @@
+"""Common package of the image search engine.
+
+Public modules, by what they decide:
+
+- ``settings``     — one validated settings object per service, all env-driven.
+- ``errors``       — the typed error hierarchy and its single JSON/HTTP mapping.
+- ``schemas``      — request/response models shared by the services.
+- ``windows``      — sliding-window geometry (pure functions).
+- ``imaging``      — safe decoding, EXIF orientation, model-input preprocessing.
+- ``ids``          — deterministic point ids (content hash + window geometry).
+- ``jobs``         — the Redis Streams job queue and batch progress.
+- ``vectorstore``  — the vector-store interface and its two back-ends.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""Request and response models of the public REST API (and the internal hand-off).
+
+The response shape follows the seed's (``results[]`` with ``id``, ``score``,
+``metadata``, ``matched_regions``, ``avg_score``, ``match_type``, plus
+``processing_time_ms``) and adds the matched windows' boxes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .ids import DEFAULT_COLLECTION
+
+MAX_LIMIT = 100
+MatchType = Literal["full", "partial_to_full", "full_and_partial"]
+
+
+class SearchOptions(BaseModel):
+    use_full_matching: bool = True
+    use_partial_matching: bool = True
+    remove_text: bool = False
+    enhance_image: bool = False
+    limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
+    collection: str = DEFAULT_COLLECTION
+    #: Results scoring below this are dropped (the no-match rule). None = keep all.
+    min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+
+
+class UrlSearchRequest(SearchOptions):
+    url: str = Field(min_length=1, max_length=4096)
+
+
+class TextSearchRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=1000)
+    use_full_matching: bool = True
+    use_partial_matching: bool = True
+    limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
+    collection: str = DEFAULT_COLLECTION
+    min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+
+
+class ImageMetadata(BaseModel):
+    filename: str
+    original_path: str
+    file_size: int
+    indexed_at: float
+    width: int
+    height: int
+    collection: str
+    source: str = "folder"
+
+
+class MatchedBox(BaseModel):
+    """A matched window: its box in result-image pixels ``[x0, y0, x1, y1]`` and score."""
+
+    box: list[int]
+    score: float
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float
+    metadata: ImageMetadata | None
+    matched_regions: int
+    avg_score: float | None
+    match_type: MatchType
+    full_score: float | None = None
+    partial_score: float | None = None
+    matched_boxes: list[MatchedBox] = Field(default_factory=list)
+    image_url: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    processing_time_ms: float
+    #: Server-side time split (decode, encode, vector_search, aggregate, ...).
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class FolderIndexRequest(BaseModel):
+    path: str = Field(min_length=1, max_length=4096)
+    collection: str = DEFAULT_COLLECTION
+    extensions: list[str] | None = None
+    recursive: bool = True
+
+
+class UrlIndexRequest(BaseModel):
+    url: str = Field(min_length=1, max_length=4096)
+    collection: str = DEFAULT_COLLECTION
+
+
+class BatchQueued(BaseModel):
+    batch_id: str
+    queued: int
+    collection: str
+
+
+class BatchError(BaseModel):
+    path: str
+    reason: str
+    message: str
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    collection: str
+    total: int
+    done: int
+    failed: int
+    pending: int
+    finished: bool
+    created_at: float
+    errors: list[BatchError] = Field(default_factory=list)
+
+
+class PointIn(BaseModel):
+    id: str
+    vector: list[float]
+    payload: dict[str, object] = Field(default_factory=dict)
+
+
+class UpsertRequest(BaseModel):
+    """Internal: a worker hands the vectors of one or more images to the index owner."""
+
+    collection: str
+    full: list[PointIn] = Field(default_factory=list)
+    windows: list[PointIn] = Field(default_factory=list)

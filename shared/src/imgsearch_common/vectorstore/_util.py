@@ -1,0 +1,60 @@
+"""Small helpers both back-ends share: argument checks and vector conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import BadRequest
+from ..ids import validate_collection
+from .base import KINDS, Hit, Kind
+
+#: Payload key of a window point that names its image's point id.
+PARENT_ID = "parent_id"
+
+
+def check_target(collection: str, kind: Kind) -> None:
+    """Validate a collection name (InvalidCollection) and a point kind."""
+    validate_collection(collection)
+    if kind not in KINDS:
+        # A programming error, not a client's: the services only pass the two literals.
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+
+
+def vector_list(vector: Sequence[float] | np.ndarray) -> list[float]:
+    """One vector as a list of Python floats (what both Qdrant bindings take)."""
+    if isinstance(vector, np.ndarray):
+        if vector.ndim != 1:
+            raise ValueError(f"a vector must be 1-D, got shape {vector.shape}")
+        out: list[float] = vector.tolist()
+        return out
+    return [float(x) for x in vector]
+
+
+def vector_lists(vectors: Sequence[Sequence[float] | np.ndarray] | np.ndarray) -> list[list[float]]:
+    """Several vectors as lists; a 2-D array converts in one ``tolist`` call."""
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors must be 2-D, got shape {vectors.shape}")
+        out: list[list[float]] = vectors.tolist()
+        return out
+    return [vector_list(v) for v in vectors]
+
+
+def common_dim(vectors: Sequence[Sequence[float]]) -> int:
+    """The one dimension of a non-empty batch; mixed or empty vectors are a bad request."""
+    dim = len(vectors[0])
+    if dim == 0 or any(len(v) != dim for v in vectors):
+        raise BadRequest("all vectors of a request must have the same, non-zero dimension")
+    return dim
+
+
+def dimension_error(detail: str) -> BadRequest:
+    return BadRequest(f"vector dimension does not match the collection ({detail})")
+
+
+def in_request_order(hits: Sequence[Hit], ids: Sequence[str]) -> list[Hit]:
+    """Retrieved points in the order their ids were asked for (stores answer in their own)."""
+    rank = {point_id.lower(): i for i, point_id in reversed(list(enumerate(ids)))}
+    return sorted(hits, key=lambda h: rank.get(h.id.lower(), len(rank)))

@@ -1,0 +1,86 @@
+"""The vector-store interface. Two back-ends implement it and pass the same
+contract tests: Qdrant Edge (embedded, the default) and a Qdrant server
+(``qdrant-client``, when ``QDRANT_URL`` is set).
+
+A logical *collection* (e.g. ``"default"``, ``"cats"``) holds two kinds of
+points kept apart, so full-image search never wades through windows:
+
+- ``"full"``   — one point per image; payload: image metadata (``filename``,
+  ``original_path``, ``file_size``, ``indexed_at``, ``width``, ``height``, ...);
+- ``"window"`` — one point per sliding window; payload: ``parent_id`` (the
+  image's point id) and ``box`` (``[x0, y0, x1, y1]`` in image pixels).
+
+Collections are created lazily by the first upsert (the vector size is taken
+from the vectors). Searching a collection that does not exist returns no hits.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Kind = Literal["full", "window"]
+KINDS: tuple[Kind, ...] = ("full", "window")
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """A point to store: a UUID string id, an L2-normalised vector, a JSON payload."""
+
+    id: str
+    vector: Sequence[float] | np.ndarray
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search hit (``score`` is cosine similarity) or a retrieved point (score 0)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(abc.ABC):
+    """Async interface; every method may be called concurrently."""
+
+    @abc.abstractmethod
+    async def upsert(self, collection: str, kind: Kind, points: Sequence[PointRecord]) -> None:
+        """Insert or replace points (same id = same point; replays change nothing)."""
+
+    @abc.abstractmethod
+    async def search(
+        self,
+        collection: str,
+        kind: Kind,
+        vectors: Sequence[Sequence[float] | np.ndarray],
+        limit: int,
+    ) -> list[list[Hit]]:
+        """Nearest neighbours for each query vector, in one batched call, best first."""
+
+    @abc.abstractmethod
+    async def retrieve(self, collection: str, kind: Kind, ids: Sequence[str]) -> list[Hit]:
+        """Points by id (missing ids are skipped), with payloads."""
+
+    @abc.abstractmethod
+    async def count(self, collection: str, kind: Kind) -> int:
+        """Number of points of that kind (0 for a collection that does not exist)."""
+
+    @abc.abstractmethod
+    async def delete_image(self, collection: str, image_id: str) -> None:
+        """Delete an image's full point and all its windows."""
+
+    @abc.abstractmethod
+    async def collections(self) -> list[str]:
+        """Names of the logical collections that exist, sorted."""
+
+    async def optimize(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Build or refresh search indexes, where the back-end needs to be told."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release resources."""
