@@ -1,0 +1,265 @@
+"""The CLIP model: loading through open_clip, and the two encode calls.
+
+Only this module knows about torch and open_clip. The pixels it receives are
+already resized and centre-cropped by the callers exactly like open_clip's eval
+``preprocess`` (``imgsearch_common.imaging.model_input``); what is left here is
+the float conversion, the mean/std normalisation (done on the device, so only
+uint8 crosses the PCIe bus) and the forward pass.
+
+Both encode calls block; the batcher runs them in its model thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from .settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be loaded; the message says what to change."""
+
+
+def _offline_hint(model_name: str) -> str:
+    return (
+        f"Set CLIP_PRETRAINED to the path of a local open_clip checkpoint file for "
+        f"{model_name} (for example one downloaded on a machine with network access), "
+        f"or CLIP_PRETRAINED=random for seeded random weights (works offline, but search "
+        f"results are then not semantic)."
+    )
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else as torch spells it."""
+    if spec.lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"DEVICE={spec!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"DEVICE={spec!r} but CUDA is not available; use DEVICE=cpu or auto")
+    return device
+
+
+class ClipEncoder:
+    """A loaded open_clip model in eval mode, with the facts callers need about it."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        model_name: str,
+        pretrained: str,
+        device: torch.device,
+        mixed_precision: bool,
+    ) -> None:
+        self.model: Any = model  # open_clip.CLIP or a subclass (untyped upstream)
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = device
+        self._autocast = device.type == "cuda" and mixed_precision
+        self.dtype = "float16" if self._autocast else "float32"
+
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg.get("size", 224)
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if height != width:
+            raise ModelLoadError(
+                f"{model_name} expects {width}x{height} inputs; the pixel wire format "
+                "carries square crops only"
+            )
+        self.image_size = int(height)
+        self.mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        interpolation = cfg.get("interpolation", "bicubic")
+        resize_mode = cfg.get("resize_mode", "shortest")
+        if (interpolation, resize_mode) != ("bicubic", "shortest"):
+            # imaging.model_input reproduces only the bicubic shortest-side resize.
+            log.warning(
+                "%s preprocesses with %s interpolation and resize mode %r; the clients' "
+                "model_input() does bicubic shortest-side resize + centre crop, so their "
+                "crops will differ slightly from what this model was trained on",
+                model_name,
+                interpolation,
+                resize_mode,
+            )
+        self._mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+        self.dim = int(output_dim) if output_dim else int(self.encode_texts([""]).shape[1])
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        if self._autocast:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 RGB → ``(N, D)`` float32, L2-normalised."""
+        size = self.image_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(
+                f"expected uint8 pixels of shape (N, {size}, {size}, 3), "
+                f"got {pixels.dtype} {pixels.shape}"
+            )
+        if not pixels.flags.writeable:
+            pixels = pixels.copy()  # torch.from_numpy warns on read-only memory
+        with torch.inference_mode(), self._precision():
+            x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
+            # NHWC memory seen as NCHW is channels_last, which convolutions take as is.
+            x = x.permute(0, 3, 1, 2).float()
+            x = x.div_(255.0).sub_(self._mean).div_(self._std)
+            features = self.model.encode_image(x)
+            features = F.normalize(features.float(), dim=-1)
+        return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``N`` strings → ``(N, D)`` float32, L2-normalised (open_clip's tokenizer)."""
+        with torch.inference_mode(), self._precision():
+            tokens = self.tokenizer(list(texts)).to(self.device, non_blocking=True)
+            features = self.model.encode_text(tokens)
+            features = F.normalize(features.float(), dim=-1)
+        return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
+
+    def warmup(self) -> None:
+        """One tiny forward pass of each tower, so the first request does not pay for
+        lazy initialisation (CUDA kernels, allocator), and a broken model fails at start."""
+        self.encode_pixels(np.zeros((1, self.image_size, self.image_size, 3), dtype=np.uint8))
+        self.encode_texts(["warm-up"])
+
+    def close(self) -> None:
+        self.model.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _create_random(model_name: str, seed: int) -> torch.nn.Module:
+    # The seed makes the weights identical in every process (indexer and searcher then
+    # share one embedding space). fork_rng keeps the process-wide RNG untouched; the
+    # model is built on the CPU, whose generator is the one seeded.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
+    return model
+
+
+def _create_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
+    if model_name.startswith(_SCHEMAS):
+        # hf-hub:/local-dir: names carry their own weights; open_clip ignores `pretrained`.
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(model_name)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load CLIP_MODEL={model_name!r} ({type(exc).__name__}: {exc}). "
+                "Point it at a local folder with local-dir:/path, or use CLIP_PRETRAINED=random "
+                "with a built-in model name."
+            ) from exc
+        return model
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag_cfg:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            looks_like_path = os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+            what = "is not a file" if looks_like_path else "is neither a file nor a known tag"
+            raise ModelLoadError(
+                f"CLIP_PRETRAINED={pretrained!r} {what} (tags known for {model_name}: "
+                f"{', '.join(tags) or 'none'}). {_offline_hint(model_name)}"
+            )
+        pretrained = str(path)
+    try:
+        # Checkpoints trained with QuickGELU (all of OpenAI's) need it in the model too;
+        # open_clip only warns about the mismatch and would build a subtly wrong model.
+        model, _, _ = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=pretrained,
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+        )
+    except Exception as exc:
+        source = "download the weights for tag" if tag_cfg else "load the checkpoint file"
+        raise ModelLoadError(
+            f"could not {source} CLIP_PRETRAINED={pretrained!r} for {model_name} "
+            f"({type(exc).__name__}: {exc}). {_offline_hint(model_name)}"
+        ) from exc
+    return model
+
+
+def load_encoder(settings: EncoderSettings) -> ClipEncoder:
+    """Load the model the settings name. Blocking (seconds); raises :class:`ModelLoadError`."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    name = settings.clip_model
+    if not name.startswith(_SCHEMAS):
+        name = name.replace("/", "-")  # open_clip's own spelling: ViT-B/32 → ViT-B-32
+        if name not in open_clip.list_models():
+            raise ModelLoadError(
+                f"CLIP_MODEL={settings.clip_model!r} is not an open_clip model name "
+                "(see open_clip.list_models())"
+            )
+
+    if settings.uses_random_weights:
+        if name.startswith(_SCHEMAS):
+            raise ModelLoadError("CLIP_PRETRAINED=random needs a built-in CLIP_MODEL name")
+        log.warning(
+            "\n%s\n  CLIP_PRETRAINED=random: %s with RANDOM weights (seed %d).\n"
+            "  Embeddings are NOT semantic: text search will not find what it names,\n"
+            "  only near-duplicates and crops will be found. For real results set\n"
+            "  CLIP_PRETRAINED to an open_clip tag or a local checkpoint file.\n%s",
+            "!" * 78,
+            name,
+            settings.clip_random_seed,
+            "!" * 78,
+        )
+        try:
+            model = _create_random(name, settings.clip_random_seed)
+        except Exception as exc:
+            raise ModelLoadError(f"could not build {name}: {type(exc).__name__}: {exc}") from exc
+        label = "random"
+    else:
+        model = _create_pretrained(name, settings.clip_pretrained)
+        # A file path is reported by name only: /health is open to anyone.
+        label = settings.clip_pretrained
+        if Path(label).expanduser().is_file():
+            label = Path(label).name
+
+    model.eval().requires_grad_(False)
+    model.to(device)
+    tokenizer = open_clip.get_tokenizer(name)
+    encoder = ClipEncoder(
+        model,
+        tokenizer,
+        model_name=name,
+        pretrained=label,
+        device=device,
+        mixed_precision=settings.gpu_mixed_precision,
+    )
+    log.info(
+        "loaded %s (%s) on %s, %s, dim %d, input %dpx",
+        name,
+        label,
+        device,
+        encoder.dtype,
+        encoder.dim,
+        encoder.image_size,
+    )
+    return encoder

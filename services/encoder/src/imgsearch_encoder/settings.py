@@ -1,0 +1,74 @@
+"""Settings of the encoder service (environment variables, see the README)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from imgsearch_common.settings import CommonSettings
+
+#: Value of ``CLIP_PRETRAINED`` that selects seeded random weights (offline, not semantic).
+RANDOM_WEIGHTS = "random"
+
+
+class EncoderSettings(CommonSettings):
+    #: open_clip architecture name, e.g. ``ViT-B-32``.
+    clip_model: str = "ViT-B-32"
+    #: An open_clip pretrained tag (downloaded from the hub as open_clip does), the path of
+    #: a local checkpoint file, or ``random`` (seeded random weights; results are not semantic).
+    clip_pretrained: str = "openai"
+    #: Seed of the random weights when ``clip_pretrained=random``: same seed, same weights,
+    #: in every process.
+    clip_random_seed: int = 0
+    #: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
+    device: str = "auto"
+    #: fp16 autocast on CUDA: faster on tensor-core GPUs, embeddings differ from fp32 only
+    #: slightly. Ignored on CPU, which always runs fp32.
+    gpu_mixed_precision: bool = True
+
+    encoder_host: str = "127.0.0.1"
+    encoder_port: int = Field(default=8001, ge=1, le=65535)
+
+    # Dynamic batching. A forward pass over many crops is cheaper per crop than one per
+    # request, but each item then waits for its batch.
+    #: Most items (crops or texts) in one forward pass. Larger: more throughput on a GPU,
+    #: but more memory and a longer wait for the first request of a batch. On a 2-core
+    #: CPU throughput peaks around 8.
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    #: How long a batch may wait for more items after its first one arrived (ms).
+    #: Larger: fuller batches under moderate load; smaller: lower latency when idle.
+    batch_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    #: Items (crops + texts) admitted and not yet encoded; a request that would exceed it
+    #: is refused with 429 + Retry-After. Larger: absorbs bursts, but requests may wait
+    #: longer than the callers' timeout; smaller: callers back off sooner.
+    max_queue_items: int = Field(default=1024, ge=1)
+    #: Most crops in one ``/v1/embed/pixels`` request (bigger requests: 413).
+    max_request_crops: int = Field(default=256, ge=1)
+    #: Most texts in one ``/v1/embed/texts`` request, and longest text (characters).
+    max_request_texts: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=1000, ge=1)
+    #: torch intra-op threads; unset: torch's default (one per core).
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("clip_pretrained", "clip_model", "device")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _request_fits_queue(self) -> EncoderSettings:
+        # A request larger than the whole queue could never be admitted: every retry of it
+        # would get 429 again. Refuse the configuration instead.
+        biggest = max(self.max_request_crops, self.max_request_texts)
+        if biggest > self.max_queue_items:
+            raise ValueError(
+                f"MAX_QUEUE_ITEMS ({self.max_queue_items}) must be at least MAX_REQUEST_CROPS "
+                f"({self.max_request_crops}) and MAX_REQUEST_TEXTS ({self.max_request_texts})"
+            )
+        return self
+
+    @property
+    def uses_random_weights(self) -> bool:
+        return self.clip_pretrained.lower() == RANDOM_WEIGHTS
