@@ -1,0 +1,51 @@
+"""Hands vectors to the index owner (the search API) over its internal endpoint.
+
+The embedded Qdrant Edge shard can be opened by one process only, so workers
+never open it: they POST their points to ``/internal/v1/upsert`` with the
+internal token. Errors are translated to our hierarchy: anything but a clean
+2xx is transient (the API may be restarting) except a 4xx, which is a bug or a
+bad token and is reported as such.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from imgsearch_common.errors import ImgSearchError, UpstreamUnavailable
+from imgsearch_common.schemas import PointIn, UpsertRequest
+
+
+class IndexClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def upsert(self, collection: str, full: list[PointIn], windows: list[PointIn]) -> None:
+        body = UpsertRequest(collection=collection, full=full, windows=windows)
+        try:
+            response = await self._client.post(
+                "/internal/v1/upsert",
+                content=body.model_dump_json(),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"index owner unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise UpstreamUnavailable(f"index owner answered {response.status_code}")
+        if response.status_code >= 400:
+            raise ImgSearchError(f"index owner refused the points ({response.status_code})")
