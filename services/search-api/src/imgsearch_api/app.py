@@ -1,0 +1,130 @@
+"""The search API application: ``create_app(settings)``.
+
+The lifespan owns every long-lived resource — Redis pool, job queue, vector
+store, encoder client, URL fetcher, text remover, CPU pool — and tears them
+down in reverse order. The vector store is opened here because an embedded
+Qdrant Edge shard can be owned by one process only: this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from redis.asyncio import Redis
+
+from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.errors import install_error_handlers
+from imgsearch_common.jobs import JobQueue
+from imgsearch_common.vectorstore import open_vector_store
+
+from .metrics import ApiMetrics
+from .routes import indexing, internal, pages, search
+from .search import SearchService
+from .security import BodySizeLimit
+from .settings import ApiSettings
+from .state import AppState
+from .text_removal import TextRemover
+from .url_fetch import SafeFetcher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.internal_token_value() is None:
+            log.warning("INTERNAL_TOKEN is not set: the internal endpoints refuse every request")
+        async with AsyncExitStack() as stack:
+            redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            queue = JobQueue(redis)
+            store = open_vector_store(
+                settings.data_dir,
+                settings.qdrant_url,
+                settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+                shards=settings.qdrant_shards,
+                replication_factor=settings.qdrant_replication_factor,
+                write_consistency=settings.qdrant_write_consistency,
+                optimize_threshold=settings.edge_optimize_threshold,
+            )
+            stack.push_async_callback(store.close)
+            encoder = EncoderClient(
+                settings.encoder_url,
+                settings.internal_token_value(),
+                timeout_s=settings.encoder_timeout_s,
+            )
+            stack.push_async_callback(encoder.aclose)
+            fetcher = SafeFetcher(
+                max_bytes=settings.url_max_bytes,
+                timeout_s=settings.url_fetch_timeout_s,
+                allow_private=settings.url_allow_private,
+            )
+            stack.push_async_callback(fetcher.aclose)
+            pool = ThreadPoolExecutor(settings.cpu_threads, thread_name_prefix="api-cpu")
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+            text_remover = TextRemover()
+            await asyncio.to_thread(text_remover.load)  # fail at start-up, not on a request
+            app.state.resources = AppState(
+                settings=settings,
+                redis=redis,
+                queue=queue,
+                store=store,
+                encoder=encoder,
+                fetcher=fetcher,
+                text_remover=text_remover,
+                pool=pool,
+                search=SearchService(
+                    store,
+                    encoder,
+                    pool,
+                    max_pixels=settings.max_image_pixels,
+                    window_search_limit=settings.window_search_limit,
+                    partial_rule=settings.partial_rule,
+                    remove_text=text_remover.remove,
+                ),
+                metrics=app.state.metrics,
+            )
+            try:
+                await queue.ensure_group()
+            except Exception:
+                log.warning("redis not reachable at start-up; indexing endpoints will fail")
+            yield
+
+    app = FastAPI(
+        title="imgsearch",
+        description="Semantic image search: full and partial matching with CLIP and Qdrant.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.include_router(search.router)
+    app.include_router(indexing.router)
+    app.include_router(internal.router)
+    app.include_router(pages.router)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics: ApiMetrics = request.app.state.metrics
+        metrics.requests.labels(name, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    # Outermost: refuse oversized bodies before anything parses them.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app

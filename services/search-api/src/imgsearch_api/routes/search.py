@@ -1,0 +1,81 @@
+"""Public search endpoints (the seed's surface plus by-text)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from imgsearch_common.errors import EmptyInput
+from imgsearch_common.ids import DEFAULT_COLLECTION
+from imgsearch_common.schemas import MAX_LIMIT, SearchResponse, TextSearchRequest, UrlSearchRequest
+
+from ..state import AppState, get_state
+
+router = APIRouter(prefix="/api/search", tags=["search"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+def _observe(state: AppState, response: SearchResponse) -> SearchResponse:
+    for stage, ms in response.timings_ms.items():
+        state.metrics.search_stage.labels(stage).observe(ms / 1000.0)
+    return response
+
+
+@router.post("/by-image", response_model=SearchResponse)
+async def search_by_image(
+    state: State,
+    file: Annotated[UploadFile, File(description="the query image")],
+    use_full_matching: Annotated[bool, Form()] = True,
+    use_partial_matching: Annotated[bool, Form()] = True,
+    remove_text: Annotated[bool, Form()] = False,
+    enhance_image: Annotated[bool, Form()] = False,
+    limit: Annotated[int, Form(ge=1, le=MAX_LIMIT)] = 10,
+    collection: Annotated[str, Form()] = DEFAULT_COLLECTION,
+    min_score: Annotated[float | None, Form(ge=-1.0, le=2.0)] = None,
+) -> SearchResponse:
+    data = await file.read()
+    if not data:
+        raise EmptyInput("the uploaded file is empty")
+    response = await state.search.by_image(
+        data,
+        collection=collection,
+        use_full=use_full_matching,
+        use_partial=use_partial_matching,
+        remove_text=remove_text,
+        enhance=enhance_image,
+        limit=limit,
+        min_score=min_score,
+    )
+    return _observe(state, response)
+
+
+@router.post("/by-url", response_model=SearchResponse)
+async def search_by_url(state: State, body: UrlSearchRequest) -> SearchResponse:
+    data = await state.fetcher.fetch(body.url)
+    response = await state.search.by_image(
+        data,
+        collection=body.collection,
+        use_full=body.use_full_matching,
+        use_partial=body.use_partial_matching,
+        remove_text=body.remove_text,
+        enhance=body.enhance_image,
+        limit=body.limit,
+        min_score=body.min_score,
+    )
+    return _observe(state, response)
+
+
+@router.post("/by-text", response_model=SearchResponse)
+async def search_by_text(state: State, body: TextSearchRequest) -> SearchResponse:
+    if not body.text.strip():
+        raise EmptyInput("the text is empty")
+    response = await state.search.by_text(
+        body.text,
+        collection=body.collection,
+        use_full=body.use_full_matching,
+        use_partial=body.use_partial_matching,
+        limit=body.limit,
+        min_score=body.min_score,
+    )
+    return _observe(state, response)

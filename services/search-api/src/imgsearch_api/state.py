@@ -1,0 +1,38 @@
+"""Long-lived resources of the search API, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fastapi import Request
+from redis.asyncio import Redis
+
+from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.jobs import JobQueue
+from imgsearch_common.vectorstore.base import VectorStore
+
+from .metrics import ApiMetrics
+from .search import SearchService
+from .settings import ApiSettings
+from .text_removal import TextRemover
+from .url_fetch import SafeFetcher
+
+
+@dataclass
+class AppState:
+    settings: ApiSettings
+    redis: Redis
+    queue: JobQueue
+    store: VectorStore
+    encoder: EncoderClient
+    fetcher: SafeFetcher
+    text_remover: TextRemover
+    pool: ThreadPoolExecutor
+    search: SearchService
+    metrics: ApiMetrics
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.resources
+    return state
