@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+from PIL import Image
+
+from imgsearch_common.schemas import BatchStatus
+
+
+def wait_batch(client: httpx.Client, batch_id: str, timeout: float = 600.0) -> BatchStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/index/batches/{batch_id}")
+        r.raise_for_status()
+        status = BatchStatus.model_validate(r.json())
+        if status.finished:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch not finished in {timeout} s: {status}")
+        time.sleep(0.3)
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 70) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def search_image(client: httpx.Client, data: bytes, **form: object) -> httpx.Response:
+    fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
+    return client.post(
+        "/api/search/by-image", files={"file": ("q.jpg", data, "image/jpeg")}, data=fields
+    )

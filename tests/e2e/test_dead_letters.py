@@ -1,0 +1,38 @@
+"""Bad files in a folder are dead-lettered with the reason; the rest is indexed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imgsearch_common.devstack import LocalStack
+from tests.e2e.helpers import wait_batch
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_bad_files_are_dead_lettered_with_reason(
+    stack: LocalStack, photos_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = (photos_dir / "coins.jpg").read_bytes()
+    (folder / "good.jpg").write_bytes(good)
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "notes.png").write_bytes(b"this is not an image at all")
+    (folder / "empty.webp").write_bytes(b"")
+    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+        r = client.post("/api/index/folder", json={"path": str(folder), "collection": "mixed"})
+        assert r.status_code == 202, r.text
+        status = wait_batch(client, r.json()["batch_id"], timeout=120)
+        assert (status.total, status.done, status.failed) == (4, 1, 3)
+        reasons = {e.path: e.reason for e in status.errors}
+        assert reasons == {
+            "truncated.jpg": "corrupt_image",
+            "notes.png": "unsupported_image",
+            "empty.webp": "empty_input",
+        }
+        dead = client.get("/api/index/dead-letters").json()["dead_letters"]
+        assert {d["reason"] for d in dead} >= {"corrupt_image", "unsupported_image"}

@@ -1,0 +1,136 @@
+"""API key on write endpoints, internal token on the hand-off, image serving roots.
+
+Runs the real search-API app in process (its own Qdrant Edge shard in a temporary
+directory), wired to the session's real Redis and encoder.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from PIL import Image
+
+from imgsearch_api.app import create_app
+from imgsearch_api.settings import ApiSettings
+from imgsearch_common.devstack import LocalStack
+
+pytestmark = [pytest.mark.e2e]
+KEY = "test-api-key"
+TOKEN = "test-internal-token"
+
+
+def _settings(stack: LocalStack, data_dir: Path, **kw: object) -> ApiSettings:
+    return ApiSettings(
+        data_dir=data_dir,
+        redis_url=stack.redis_url,
+        encoder_url=stack.encoder_url,
+        internal_token=stack.config.internal_token,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+async def keyed(stack: LocalStack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(_settings(stack, tmp_path / "data", api_key=KEY))
+    async for client in _client(app):
+        yield client
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def test_write_endpoints_need_the_api_key(keyed: httpx.AsyncClient, photos_dir: Path) -> None:
+    body = {"path": str(photos_dir), "collection": "keytest"}
+    assert (await keyed.post("/api/index/folder", json=body)).status_code == 401
+    wrong = await keyed.post("/api/index/folder", json=body, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "unauthorized"
+    files = [("files", ("a.png", _png(), "image/png"))]
+    assert (await keyed.post("/api/index/upload", files=files)).status_code == 401
+    url = {"url": "https://example.com/a.jpg"}
+    assert (await keyed.post("/api/index/url", json=url)).status_code == 401
+    ok = await keyed.post(
+        "/api/index/upload", files=files, data={"collection": "keytest"}, headers={"X-API-Key": KEY}
+    )
+    assert ok.status_code == 202, ok.text
+    bearer = await keyed.get(
+        f"/api/index/batches/{ok.json()['batch_id']}", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert bearer.status_code == 200
+    # Searching stays open.
+    search = await keyed.post("/api/search/by-text", json={"text": "x", "collection": "keytest"})
+    assert search.status_code == 200
+
+
+async def test_forged_paths_are_never_served(keyed: httpx.AsyncClient, tmp_path: Path) -> None:
+    outside = "/etc/passwd"
+    image_id = "11111111-2222-3333-4444-555555555555"
+    point = {
+        "id": image_id,
+        "vector": [1.0] + [0.0] * 511,
+        "payload": {"stored_path": outside, "original_path": outside, "filename": "passwd"},
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = await keyed.post(
+        "/internal/v1/upsert",
+        json={"collection": "forged", "full": [point], "windows": []},
+        headers=auth,
+    )
+    assert r.status_code == 401  # the token is the stack's, not this one
+    r = await keyed.post("/internal/v1/upsert", json={"collection": "forged", "full": [point]})
+    assert r.status_code == 401
+
+
+async def test_image_outside_roots_is_404(stack: LocalStack, tmp_path: Path) -> None:
+    app = create_app(_settings(stack, tmp_path / "data"))
+    auth = {"Authorization": f"Bearer {stack.config.internal_token}"}
+    inside = tmp_path / "data" / "uploads" / "ok.png"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(_png())
+    points = [
+        ("11111111-2222-3333-4444-555555555555", "/etc/passwd"),
+        (
+            "11111111-2222-3333-4444-666666666666",
+            str(tmp_path / "data" / "uploads" / ".." / ".." / "x"),
+        ),
+        ("11111111-2222-3333-4444-777777777777", str(inside)),
+    ]
+    async for client in _client(app):
+        for i, (pid, path) in enumerate(points):
+            vec = [0.0] * 512
+            vec[i] = 1.0
+            body = {
+                "collection": "forged",
+                "full": [{"id": pid, "vector": vec, "payload": {"stored_path": path}}],
+            }
+            r = await client.post("/internal/v1/upsert", json=body, headers=auth)
+            assert r.status_code == 200, r.text
+        assert (await client.get(f"/api/image/{points[0][0]}?collection=forged")).status_code == 404
+        assert (await client.get(f"/api/image/{points[1][0]}?collection=forged")).status_code == 404
+        served = await client.get(f"/api/image/{points[2][0]}?collection=forged")
+        assert served.status_code == 200 and served.content == _png()
+
+
+async def test_internal_endpoints_closed_without_a_token(stack: LocalStack, tmp_path: Path) -> None:
+    settings = _settings(stack, tmp_path / "data")
+    settings.internal_token = None
+    app = create_app(settings)
+    async for client in _client(app):
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
+            r = await client.post("/internal/v1/upsert", json={"collection": "x"}, headers=headers)
+            assert r.status_code == 401

@@ -1,0 +1,263 @@
+"""Server-only behaviour: what goes on the wire, and how server errors come back.
+
+No Qdrant server runs here, so the HTTP path is exercised against a fake Qdrant REST API at
+the transport level (``httpx.MockTransport``): the real client, our real store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from imgsearch_common.errors import UpstreamUnavailable
+from imgsearch_common.vectorstore import QdrantServerVectorStore, open_vector_store
+
+from .helpers import full_points, unit_vectors, window_points
+
+URL = "https://qdrant.internal.example:6333"
+KEY = "s3cret-api-key"
+
+
+def ok(result: Any) -> httpx.Response:
+    return httpx.Response(200, json={"result": result, "status": "ok", "time": 0.0})
+
+
+def error(status: int, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"status": {"error": message}, "time": 0.0})
+
+
+@dataclass
+class FakeQdrant:
+    """Just enough of Qdrant's REST API; records every request."""
+
+    collections: dict[str, int] = field(default_factory=dict)  # name -> points
+    requests: list[httpx.Request] = field(default_factory=list)
+    fail_with: int | None = None
+    create_conflicts: bool = False  # "another process created it first"
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail_with is not None:
+            return error(self.fail_with, "service unavailable")
+        parts = request.url.path.strip("/").split("/")
+        if parts == ["collections"]:
+            return ok({"collections": [{"name": n} for n in self.collections]})
+        name = parts[1]
+        rest = parts[2:]
+        if rest == ["exists"]:
+            return ok({"exists": name in self.collections})
+        if rest == [] and request.method == "PUT":
+            if name in self.collections or self.create_conflicts:
+                self.collections.setdefault(name, 0)
+                return error(409, f"Wrong input: Collection `{name}` already exists!")
+            self.collections[name] = 0
+            return ok(True)
+        if name not in self.collections:
+            return error(404, f"Not found: Collection `{name}` doesn't exist!")
+        body = json.loads(request.content or b"{}")
+        if rest == ["index"]:
+            return ok({"operation_id": 1, "status": "completed"})
+        if rest == ["points"] and request.method == "PUT":
+            self.collections[name] += len(body["points"])
+            return ok({"operation_id": 2, "status": "completed"})
+        if rest == ["points", "count"]:
+            return ok({"count": self.collections[name]})
+        if rest == ["points", "query", "batch"]:
+            return ok([{"points": []} for _ in body["searches"]])
+        return error(400, f"fake Qdrant does not know {request.method} {request.url.path}")
+
+    def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(r.content)
+            for r in self.requests
+            if r.method == method and r.url.path == path
+        ]
+
+
+def server_store(fake: FakeQdrant, **kwargs: Any) -> QdrantServerVectorStore:
+    return QdrantServerVectorStore(URL, KEY, transport=httpx.MockTransport(fake), **kwargs)
+
+
+def test_create_kwargs_carry_the_cluster_settings_when_configured() -> None:
+    store = QdrantServerVectorStore(
+        ":memory:",
+        shards=6,
+        replication_factor=2,
+        write_consistency=2,
+        hnsw_m=32,
+        hnsw_ef_construct=200,
+    )
+
+    kwargs = store.collection_create_kwargs(512)
+
+    assert kwargs["shard_number"] == 6
+    assert kwargs["replication_factor"] == 2
+    assert kwargs["write_consistency_factor"] == 2
+    assert (kwargs["hnsw_config"].m, kwargs["hnsw_config"].ef_construct) == (32, 200)
+    assert kwargs["vectors_config"].size == 512
+    assert kwargs["vectors_config"].distance == "Cosine"
+
+
+def test_create_kwargs_leave_cluster_settings_to_the_server_by_default() -> None:
+    kwargs = QdrantServerVectorStore(":memory:").collection_create_kwargs(8)
+
+    assert not {"shard_number", "replication_factor", "write_consistency_factor"} & set(kwargs)
+
+
+async def test_the_first_upsert_creates_the_collection_with_those_settings(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake, shards=3, replication_factor=2, write_consistency=2, hnsw_m=24)
+    try:
+        images = full_points(rng, unit_vectors(rng, 4, 8))
+        await store.upsert("cats", "full", images)
+        await store.upsert(
+            "cats", "window", window_points(rng, images[0].id, unit_vectors(rng, 2, 8))
+        )
+        await store.upsert("cats", "full", images)
+    finally:
+        await store.close()
+
+    [created] = fake.bodies("PUT", "/collections/imgsearch_cats__full")
+    assert created["vectors"] == {"size": 8, "distance": "Cosine"}
+    assert (created["shard_number"], created["replication_factor"]) == (3, 2)
+    assert created["write_consistency_factor"] == 2
+    assert created["hnsw_config"] == {"m": 24, "ef_construct": 100}
+    assert len(fake.bodies("PUT", "/collections/imgsearch_cats__window")) == 1
+    [index] = fake.bodies("PUT", "/collections/imgsearch_cats__window/index")
+    assert index == {"field_name": "parent_id", "field_schema": "keyword"}
+    assert fake.collections == {"imgsearch_cats__full": 8, "imgsearch_cats__window": 2}
+    assert all(r.headers["api-key"] == KEY for r in fake.requests)
+
+
+async def test_concurrent_first_upserts_create_the_collection_once(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        batches = [full_points(rng, unit_vectors(rng, 3, 8)) for _ in range(10)]
+        await asyncio.gather(*(store.upsert("fresh", "full", b) for b in batches))
+    finally:
+        await store.close()
+
+    assert len(fake.bodies("PUT", "/collections/imgsearch_fresh__full")) == 1
+    assert fake.collections["imgsearch_fresh__full"] == 30
+
+
+async def test_losing_the_creation_race_to_another_process_is_success(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant(create_conflicts=True)
+    store = server_store(fake)
+    try:
+        await store.upsert("c", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        assert await store.count("c", "full") == 2
+    finally:
+        await store.close()
+
+
+async def test_missing_collections_read_as_empty() -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        assert await store.search("c", "full", [[1.0, 0.0]], limit=3) == [[]]
+        assert await store.count("c", "window") == 0
+        await store.delete_image("c", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    finally:
+        await store.close()
+
+
+async def test_collections_are_the_prefixed_logical_names() -> None:
+    fake = FakeQdrant(
+        collections={
+            "imgsearch_cats__full": 0,
+            "imgsearch_cats__window": 0,
+            "imgsearch_dogs__window": 0,
+            "someone_elses": 0,
+            "imgsearch_odd": 0,
+        }
+    )
+    store = server_store(fake)
+    try:
+        assert await store.collections() == ["cats", "dogs"]
+    finally:
+        await store.close()
+
+
+async def test_a_failing_server_is_upstream_unavailable_without_secrets(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant(fail_with=503)
+    store = server_store(fake)
+    try:
+        for call in (
+            store.search("c", "full", [[1.0, 0.0]], limit=1),
+            store.upsert("c", "full", full_points(rng, unit_vectors(rng, 1, 2))),
+            store.collections(),
+        ):
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await call
+            assert caught.value.status_code == 503
+            assert KEY not in caught.value.message
+            assert "qdrant.internal" not in caught.value.message
+    finally:
+        await store.close()
+
+
+async def test_a_transport_error_is_upstream_unavailable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    store = QdrantServerVectorStore(URL, KEY, transport=httpx.MockTransport(refuse))
+    try:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await store.count("c", "full")
+        assert KEY not in caught.value.message
+    finally:
+        await store.close()
+
+
+async def test_a_refused_connection_is_upstream_unavailable() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = QdrantServerVectorStore(f"https://127.0.0.1:{port}", KEY, timeout_s=5)
+    try:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await store.search("c", "window", [[1.0, 0.0]], limit=1)
+        assert KEY not in caught.value.message
+        assert str(port) not in caught.value.message
+    finally:
+        await store.close()
+
+
+async def test_the_factory_builds_a_server_store_with_the_cluster_settings() -> None:
+    store = open_vector_store(
+        Path("/nonexistent"),
+        "https://qdrant.example:6333",
+        KEY,
+        shards=4,
+        replication_factor=3,
+        write_consistency=2,
+    )
+    memory = open_vector_store(Path("/nonexistent"), ":memory:")
+    try:
+        assert isinstance(store, QdrantServerVectorStore)
+        kwargs = store.collection_create_kwargs(16)
+        assert (kwargs["shard_number"], kwargs["replication_factor"]) == (4, 3)
+        assert kwargs["write_consistency_factor"] == 2
+        assert isinstance(memory, QdrantServerVectorStore)
+        assert await memory.collections() == []
+    finally:
+        await store.close()
+        await memory.close()
