@@ -39,7 +39,10 @@ def main() -> int:
         internal_token=os.environ.get("INTERNAL_TOKEN") or secrets.token_urlsafe(32),
     )
     stack = LocalStack(config)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both stop the stack (SIGINT is re-armed: a shell starting us in
+    # the background would otherwise have set it to "ignore").
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"starting the stack (data and logs in {data_dir}) ...", flush=True)
     try:
         stack.start()

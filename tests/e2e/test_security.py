@@ -134,3 +134,52 @@ async def test_internal_endpoints_closed_without_a_token(stack: LocalStack, tmp_
         for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
             r = await client.post("/internal/v1/upsert", json={"collection": "x"}, headers=headers)
             assert r.status_code == 401
+
+
+def _remote_web(photo: bytes) -> tuple[httpx.MockTransport, object]:
+    """A fake public web: public.example serves a photo and a redirect to loopback."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return {"public.example": ["93.184.216.34"], "rebind.example": ["93.184.216.35"]}.get(
+            host, ["127.0.0.1"]
+        )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.host in ("93.184.216.34", "93.184.216.35"), request.url
+        if request.url.path == "/photo.jpg":
+            return httpx.Response(200, content=photo, headers={"Content-Type": "image/jpeg"})
+        if request.url.path == "/to-loopback":
+            return httpx.Response(302, headers={"Location": "http://127.0.0.1:8000/api/status"})
+        if request.url.path == "/to-name":
+            return httpx.Response(302, headers={"Location": "http://localhost/x.jpg"})
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handler), resolver
+
+
+async def test_by_url_follows_only_public_redirects(
+    stack: LocalStack, tmp_path: Path, photos_dir: Path
+) -> None:
+    transport, resolver = _remote_web((photos_dir / "coffee.jpg").read_bytes())
+    app = create_app(
+        _settings(stack, tmp_path / "data"),
+        url_transport=transport,
+        url_resolver=resolver,  # type: ignore[arg-type]
+    )
+    async for client in _client(app):
+        ok = await client.post(
+            "/api/search/by-url",
+            json={"url": "http://public.example/photo.jpg", "collection": "photos"},
+        )
+        assert ok.status_code == 200, ok.text
+        for path in ("/to-loopback", "/to-name"):
+            r = await client.post(
+                "/api/search/by-url", json={"url": f"http://public.example{path}"}
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "url_refused"
+        missing = await client.post(
+            "/api/search/by-url", json={"url": "http://public.example/nope"}
+        )
+        assert missing.status_code == 400
+        assert missing.json()["error"]["code"] == "url_fetch_failed"

@@ -10,6 +10,10 @@ Public modules, by what they decide:
 - ``ids``          — deterministic point ids (content hash + window geometry).
 - ``jobs``         — the Redis Streams job queue and batch progress.
 - ``vectorstore``  — the vector-store interface and its two back-ends.
+- ``encoder_client`` — client of the encoder's internal API (uint8 pixels in, vectors out).
+- ``auth``         — credential checks and internal HTTP clients.
+- ``devstack``     — the whole stack as local processes (``make run`` and the tests).
+- ``cli``          — the ``imgsearch`` command.
 """
 
 __version__ = "0.1.0"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 
+import httpx
+
 from .errors import Unauthorized
 
 
@@ -28,3 +30,20 @@ def check_secret(presented: str | None, expected: str | None) -> None:
         raise Unauthorized()
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthorized()
+
+
+def internal_client(
+    base_url: str,
+    token: str | None,
+    *,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An HTTP client for another service's internal API, carrying the internal token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s, connect=5.0),
+        transport=transport,
+    )

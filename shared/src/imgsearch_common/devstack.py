@@ -245,9 +245,9 @@ class LocalStack:
         for proc in reversed(self.workers):
             proc.stop()
         self.workers.clear()
-        for proc in (self.api, self.encoder, self.redis):
-            if proc is not None:
-                proc.stop()
+        for service in (self.api, self.encoder, self.redis):
+            if service is not None:
+                service.stop()
         self.api = self.encoder = self.redis = None
 
     def procs(self) -> Iterator[Proc]:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from .auth import internal_client
 from .errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,7 @@ class EncoderClient:
         max_overload_retries: int = 20,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=5.0),
-            transport=transport,
-        )
+        self._client = internal_client(base_url, token, timeout_s=timeout_s, transport=transport)
         self._max_overload_retries = max_overload_retries
         self._info: EncoderInfo | None = None
 

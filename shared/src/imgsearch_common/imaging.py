@@ -50,16 +50,16 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
-            width, height = img.size
+            opened = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            width, height = opened.size
             if width <= 0 or height <= 0:
                 raise CorruptImage("the image has no pixels")
             if width * height > max_pixels:
                 raise ImageTooLarge(
                     f"the image has {width * height} pixels; the limit is {max_pixels}"
                 )
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
+            opened.load()
+            img: Image.Image = ImageOps.exif_transpose(opened) or opened
             if img.mode != "RGB":
                 img = _to_rgb(img)
     except (ImageTooLarge, CorruptImage):

@@ -204,16 +204,18 @@ class JobQueue:
         }
 
     async def roots(self) -> set[str]:
-        return {_s(r) for r in await self.redis.smembers(ROOTS)}  # type: ignore[misc]
+        members: set[Any] = await self.redis.smembers(ROOTS)
+        return {_s(r) for r in members}
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self.redis.lrange(DEAD, -count, -1)]  # type: ignore[misc]
+        raw: list[Any] = await self.redis.lrange(DEAD, -count, -1)
+        return [json.loads(x) for x in raw]
 
     # --- consumer side ----------------------------------------------------------------
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """New entries for this consumer (blocks up to ``block_ms``)."""
-        answer = await self.redis.xreadgroup(
+        answer: Any = await self.redis.xreadgroup(
             self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         out: list[Delivery] = []
@@ -231,7 +233,7 @@ class JobQueue:
         if not pending:
             return []
         counts = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        claimed = await self.redis.xclaim(
+        claimed: Any = await self.redis.xclaim(
             self.stream, self.group, consumer, min_idle_time=min_idle_ms, message_ids=list(counts)
         )
         out: list[Delivery] = []

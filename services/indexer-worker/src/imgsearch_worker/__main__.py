@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 
-import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
@@ -23,20 +21,43 @@ from .worker import Worker
 log = logging.getLogger("imgsearch_worker")
 
 
-def health_app(worker: Worker) -> FastAPI:
-    app = FastAPI(title="imgsearch indexer worker", docs_url=None, redoc_url=None)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
+def _answer(worker: Worker, path: str) -> tuple[str, str, bytes]:
+    if path == "/metrics":
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(worker.metrics.registry)
+    if path == "/health":
         ready = worker.ready.is_set()
         body = {"status": "ok" if ready else "starting", "worker": worker.name}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        status = "200 OK" if ready else "503 Service Unavailable"
+        return status, "application/json", json.dumps(body).encode()
+    body_404 = {"error": {"code": "not_found", "message": "not found"}}
+    return "404 Not Found", "application/json", json.dumps(body_404).encode()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+async def _respond(
+    worker: Worker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """``GET /health`` and ``GET /metrics``. A worker has no other HTTP surface, so a
+    few lines of asyncio serve it; uvicorn's ``serve()`` would capture SIGINT/SIGTERM,
+    which this process handles itself to stop the worker loop cleanly."""
+    try:
+        request_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
+            pass
+        parts = request_line.decode("latin-1").split()
+        path = parts[1] if len(parts) >= 2 and parts[0] == "GET" else ""
+        status, ctype, body = _answer(worker, path)
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 async def serve(settings: WorkerSettings) -> None:
@@ -49,25 +70,17 @@ async def serve(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    http: uvicorn.Server | None = None
-    http_task: asyncio.Task[None] | None = None
+    http: asyncio.Server | None = None
     if settings.worker_port:
-        config = uvicorn.Config(
-            health_app(worker),
-            host=settings.worker_host,
-            port=settings.worker_port,
-            log_level="warning",
+        http = await asyncio.start_server(
+            lambda r, w: _respond(worker, r, w), settings.worker_host, settings.worker_port
         )
-        http = uvicorn.Server(config)
-        http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        http_task = asyncio.create_task(http.serve())
     try:
         await worker.run(stop)
     finally:
-        if http is not None and http_task is not None:
-            http.should_exit = True
-            with contextlib.suppress(Exception):
-                await http_task
+        if http is not None:
+            http.close()
+            await http.wait_closed()
         await index.aclose()
         await encoder.aclose()
         await redis.aclose()

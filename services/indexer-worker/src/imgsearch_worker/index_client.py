@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import httpx
 
+from imgsearch_common.auth import internal_client
 from imgsearch_common.errors import ImgSearchError, UpstreamUnavailable
 from imgsearch_common.schemas import PointIn, UpsertRequest
 
@@ -24,13 +25,7 @@ class IndexClient:
         timeout_s: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=5.0),
-            transport=transport,
-        )
+        self._client = internal_client(base_url, token, timeout_s=timeout_s, transport=transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()

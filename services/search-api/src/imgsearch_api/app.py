@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 
@@ -30,12 +31,19 @@ from .security import BodySizeLimit
 from .settings import ApiSettings
 from .state import AppState
 from .text_removal import TextRemover
-from .url_fetch import SafeFetcher
+from .url_fetch import Resolver, SafeFetcher
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None,
+    *,
+    url_transport: httpx.AsyncBaseTransport | None = None,
+    url_resolver: Resolver | None = None,
+) -> FastAPI:
+    """Build the app. ``url_transport`` / ``url_resolver`` replace the network and DNS
+    under the URL fetcher (tests fake the remote web at that boundary)."""
     settings = settings or ApiSettings()
 
     @asynccontextmanager
@@ -66,6 +74,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 max_bytes=settings.url_max_bytes,
                 timeout_s=settings.url_fetch_timeout_s,
                 allow_private=settings.url_allow_private,
+                transport=url_transport,
+                resolver=url_resolver,
             )
             stack.push_async_callback(fetcher.aclose)
             pool = ThreadPoolExecutor(settings.cpu_threads, thread_name_prefix="api-cpu")
