@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from PIL import Image
 
 from imgsearch_common.devstack import LocalStack
+from tests.e2e.helpers import png_bomb
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,20 +32,6 @@ def _error(r: httpx.Response, status: int, code: str | None = None) -> None:
     assert set(body) == {"error"} and body["error"]["message"]
     if code:
         assert body["error"]["code"] == code
-
-
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG header declaring width x height, with a tiny compressed body."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    raw = zlib.compress(row * 16)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
 def _jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -75,7 +60,7 @@ def test_format_outside_allow_list(client: httpx.Client) -> None:
 
 
 def test_decompression_bomb(client: httpx.Client) -> None:
-    _error(_search(client, _png_bomb(30_000, 30_000), "bomb.png"), 413, "image_too_large")
+    _error(_search(client, png_bomb(30_000, 30_000), "bomb.png"), 413, "image_too_large")
 
 
 def test_body_over_the_size_limit(client: httpx.Client) -> None:

@@ -215,10 +215,7 @@ class LocalStack:
         try:
             if c.redis_url is None:
                 self.redis = start_redis(c.data_dir / "redis", c.redis_port, log_dir=self.log_dir)
-            self.encoder = start_service(
-                "encoder", "imgsearch_encoder", self.env(), self.encoder_url + "/health",
-                log_dir=self.log_dir,
-            )  # fmt: skip
+            self.start_encoder()
             self.api = start_service(
                 "search-api", "imgsearch_api", self.env(), self.api_url + "/health",
                 log_dir=self.log_dir,
@@ -229,6 +226,13 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def start_encoder(self) -> Proc:
+        self.encoder = start_service(
+            "encoder", "imgsearch_encoder", self.env(), self.encoder_url + "/health",
+            log_dir=self.log_dir,
+        )  # fmt: skip
+        return self.encoder
 
     def start_worker(self, index: int, **overrides: str) -> Proc:
         c = self.config
