@@ -91,3 +91,14 @@ async def test_dead_letter_list_is_json(queue: JobQueue) -> None:
 
 async def test_unknown_batch(queue: JobQueue) -> None:
     assert await queue.batch_status("nope") is None
+
+
+async def test_heartbeat_keeps_a_slow_job_from_being_claimed(queue: JobQueue) -> None:
+    await queue.create_batch("c1", [("/slow.jpg", "folder", "slow.jpg")])
+    (d,) = await queue.read("slow-worker", count=1, block_ms=100)
+    await asyncio.sleep(0.25)
+    await queue.heartbeat("slow-worker", [d.entry_id])
+    assert await queue.claim_stale("other", min_idle_ms=200, count=10) == []
+    await asyncio.sleep(0.25)  # no heartbeat now: the job looks abandoned
+    (claimed,) = await queue.claim_stale("other", min_idle_ms=200, count=10)
+    assert claimed.deliveries == 2  # the heartbeat did not count as a delivery

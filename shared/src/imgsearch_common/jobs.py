@@ -245,6 +245,23 @@ class JobQueue:
             out.append(Delivery(eid, Job.from_fields(fields), counts.get(eid, 1) + 1))
         return out
 
+    async def heartbeat(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer is still working on.
+
+        A slow but alive worker must not have its jobs claimed by others (each claim
+        counts as a delivery, and too many look like a worker that keeps crashing).
+        ``JUSTID`` re-claims without incrementing the delivery counter.
+        """
+        if entry_ids:
+            await self.redis.xclaim(
+                self.stream,
+                self.group,
+                consumer,
+                min_idle_time=0,
+                message_ids=list(entry_ids),
+                justid=True,
+            )
+
     async def complete(self, delivery: Delivery) -> None:
         job = delivery.job
         key = _batch_key(job.batch_id)
