@@ -1,15 +1,29 @@
 """Client of the encoder's internal HTTP API (see docs/CONTRACTS.md).
 
 Pixels travel as raw uint8 (no lossy re-encoding), vectors come back as raw
-float32. A 429/503 from the encoder's bounded queue is honoured: the client
-waits ``Retry-After`` and tries again, a bounded number of times, then gives up
-with :class:`UpstreamUnavailable` (the indexer then schedules a retry).
+float32.
+
+``base_url`` may name several encoder replicas, comma-separated
+(``ENCODER_URL=http://encoder-1:8001,http://encoder-2:8001``). Requests go to them in
+turn (round robin), and one that cannot be reached or answers 5xx is skipped: the
+same request goes to the next replica at once (encoding is a pure function, so a
+replay is harmless) and the failed replica is tried last for ``down_for_s`` seconds.
+A 429/503 from a replica's bounded queue moves the request to the next replica too;
+when every replica is busy the client waits the shortest ``Retry-After`` and starts
+another round, a bounded number of times, then gives up with :class:`Overloaded`.
+When no replica can be reached it raises :class:`UpstreamUnavailable` (the indexer
+then schedules a retry). A 4xx other than 429 is our request's fault: no failover.
+
+Every replica must serve the same model (``CLIP_MODEL``, ``CLIP_PRETRAINED``); vectors
+of different models are not comparable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +34,9 @@ from .auth import internal_client
 from .errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
+
+#: Statuses that mean "this replica's queue is full, try later or elsewhere".
+_BUSY = (429, 503)
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,36 @@ class EncoderInfo:
     dtype: str
 
 
+def split_urls(base_url: str) -> list[str]:
+    """``"http://a:8001, http://b:8001/"`` → ``["http://a:8001", "http://b:8001"]``."""
+    urls = [u.strip().rstrip("/") for u in base_url.split(",")]
+    urls = [u for u in urls if u]
+    if not urls:
+        raise ValueError("ENCODER_URL names no encoder")
+    if len(set(urls)) != len(urls):
+        raise ValueError("ENCODER_URL names the same encoder twice")
+    return urls
+
+
+class _Replica:
+    """One encoder replica: its HTTP client and when it last failed."""
+
+    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
+        self.url = url
+        self.client = client
+        self.down_until = 0.0
+
+    def mark_down(self, now: float, down_for_s: float, reason: str) -> None:
+        if self.down_until <= now:  # log transitions, not every failed request
+            log.warning("encoder %s failed (%s); trying the others first", self.url, reason)
+        self.down_until = now + down_for_s
+
+    def mark_up(self) -> None:
+        if self.down_until:
+            log.info("encoder %s answers again", self.url)
+        self.down_until = 0.0
+
+
 class EncoderClient:
     def __init__(
         self,
@@ -40,14 +87,25 @@ class EncoderClient:
         *,
         timeout_s: float = 120.0,
         max_overload_retries: int = 20,
+        down_for_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = internal_client(base_url, token, timeout_s=timeout_s, transport=transport)
+        self._replicas = [
+            _Replica(url, internal_client(url, token, timeout_s=timeout_s, transport=transport))
+            for url in split_urls(base_url)
+        ]
+        self._turn = itertools.count()
         self._max_overload_retries = max_overload_retries
+        self._down_for_s = down_for_s
         self._info: EncoderInfo | None = None
 
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self._replicas]
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for replica in self._replicas:
+            await replica.client.aclose()
 
     async def info(self, *, refresh: bool = False) -> EncoderInfo:
         if self._info is None or refresh:
@@ -63,7 +121,7 @@ class EncoderClient:
         return self._info
 
     async def wait_ready(self, timeout_s: float = 120.0) -> EncoderInfo:
-        """Poll ``/health`` until the encoder answers (services start in any order)."""
+        """Poll ``/health`` until an encoder answers (services start in any order)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             try:
@@ -94,26 +152,51 @@ class EncoderClient:
         response = await self._request("POST", "/v1/embed/texts", json={"texts": texts})
         return np.asarray(response.json()["embeddings"], dtype=np.float32)
 
+    # --- routing --------------------------------------------------------------------------
+
+    def _order(self) -> list[_Replica]:
+        """This request's replicas: round robin, replicas that failed recently last."""
+        start = next(self._turn) % len(self._replicas)
+        rotated = self._replicas[start:] + self._replicas[:start]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda r: r.down_until > now)  # stable: keeps the turn
+
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self._max_overload_retries + 1):
-            try:
-                response = await self._client.request(method, url, **kwargs)
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailable(f"encoder unreachable ({type(exc).__name__})") from exc
-            if response.status_code in (429, 503) and attempt < self._max_overload_retries:
-                wait = _retry_after(response)
-                log.debug("encoder busy (%s), retrying in %.1fs", response.status_code, wait)
-                await asyncio.sleep(wait)
-                continue
-            if response.status_code == 429:
-                raise Overloaded(
-                    "the encoder is overloaded", retry_after=int(_retry_after(response))
-                )
-            if response.status_code >= 500:
-                raise UpstreamUnavailable(f"encoder error {response.status_code}")
-            if response.status_code >= 400:
-                raise ImgSearchError(f"encoder refused the request ({response.status_code})")
-            return response
+        for busy_round in itertools.count():
+            busy: list[httpx.Response] = []
+            failure = "no encoder"
+            for replica in self._order():
+                try:
+                    response = await replica.client.request(method, url, **kwargs)
+                except httpx.HTTPError as exc:
+                    # Refused, reset, DNS, timeout: the next replica gets the request.
+                    failure = f"encoder unreachable ({type(exc).__name__})"
+                    replica.mark_down(time.monotonic(), self._down_for_s, type(exc).__name__)
+                    continue
+                status = response.status_code
+                if status in _BUSY:
+                    busy.append(response)
+                    continue
+                if status >= 500:
+                    failure = f"encoder error {status}"
+                    replica.mark_down(time.monotonic(), self._down_for_s, f"HTTP {status}")
+                    continue
+                replica.mark_up()
+                if status >= 400:
+                    raise ImgSearchError(f"encoder refused the request ({status})")
+                return response
+            if not busy:
+                raise UpstreamUnavailable(failure)
+            if busy_round >= self._max_overload_retries:
+                last = busy[-1]
+                if last.status_code == 429:
+                    raise Overloaded(
+                        "the encoder is overloaded", retry_after=int(_retry_after(last))
+                    )
+                raise UpstreamUnavailable(f"encoder error {last.status_code}")
+            wait = min(_retry_after(r) for r in busy)
+            log.debug("every encoder is busy, retrying in %.1fs", wait)
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
 
