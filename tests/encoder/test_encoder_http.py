@@ -131,6 +131,7 @@ async def test_health_describes_the_model(encoder) -> None:
         "pretrained": "random",
         "device": "cpu",
         "dtype": "float32",
+        "max_batch_size": 5,
         "dim": 512,
         "image_size": 224,
         "mean": pytest.approx([0.48145466, 0.4578275, 0.40821073]),
@@ -147,6 +148,8 @@ async def test_metrics_are_exposed(encoder, embed_pixels) -> None:
     for name in (
         "imgsearch_encoder_batch_size_bucket",
         "imgsearch_encoder_forward_seconds_count",
+        'imgsearch_encoder_request_seconds_count{kind="image",stage="queue"}',
+        'imgsearch_encoder_request_seconds_count{kind="image",stage="model"}',
         "imgsearch_encoder_queue_items",
         'imgsearch_encoder_items_encoded_total{kind="image"}',
         "imgsearch_encoder_rejected_requests_total",

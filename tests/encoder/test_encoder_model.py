@@ -80,3 +80,14 @@ def test_cuda_without_cuda_is_refused() -> None:
 def test_a_request_limit_larger_than_the_queue_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="MAX_QUEUE_ITEMS"):
         EncoderSettings(max_queue_items=100, max_request_crops=256)
+
+
+def test_batch_size_defaults_to_the_device_types_measured_best(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MAX_BATCH_SIZE", raising=False)
+    unset = EncoderSettings(clip_pretrained="random")
+    assert unset.max_batch_size is None
+    assert unset.batch_size_for("cpu") == 16
+    assert unset.batch_size_for("cuda") == 256
+    assert EncoderSettings(max_batch_size=5).batch_size_for("cuda") == 5

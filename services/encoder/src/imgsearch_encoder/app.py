@@ -134,7 +134,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             await asyncio.to_thread(encoder.warmup)
             batcher = DynamicBatcher(
                 encoder,
-                max_batch_size=settings.max_batch_size,
+                max_batch_size=settings.batch_size_for(encoder.device.type),
                 batch_wait_ms=settings.batch_wait_ms,
                 max_queue_items=settings.max_queue_items,
                 metrics=metrics,
@@ -220,6 +220,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             "pretrained": encoder.pretrained,
             "device": str(encoder.device),
             "dtype": encoder.dtype,
+            "max_batch_size": settings.batch_size_for(encoder.device.type),
             "dim": encoder.dim,
             "image_size": encoder.image_size,
             "mean": list(encoder.mean),

@@ -77,6 +77,7 @@ class _Request:
     size: int
     future: asyncio.Future[np.ndarray]
     enqueued_at: float
+    started_at: float | None = None  # when its first forward pass started
     next_item: int = 0  # first item not yet taken into a batch
     done_items: int = 0
     result: np.ndarray | None = None
@@ -202,6 +203,10 @@ class DynamicBatcher:
                     break
                 if self._inflight is not None:
                     await self._inflight  # already finished: the model thread was free
+                now = asyncio.get_running_loop().time()
+                for request, _, _ in batch.parts:
+                    if request.started_at is None:
+                        request.started_at = now
                 self._busy = True
                 self._inflight = asyncio.create_task(self._forward(batch))
         except Exception:
@@ -299,7 +304,8 @@ class DynamicBatcher:
                     )
         else:
             self._record(batch, seconds)
-            self._distribute(batch, out)
+            for request in self._distribute(batch, out):
+                self._record_request(request, loop.time())
         finally:
             self._change_admitted(-batch.size)
             self._busy = False
@@ -335,8 +341,16 @@ class DynamicBatcher:
         else:
             self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * per_item
 
+    def _record_request(self, request: _Request, done_at: float) -> None:
+        started = request.started_at if request.started_at is not None else done_at
+        seconds = self._metrics.request_seconds
+        seconds.labels(kind=request.kind, stage="queue").observe(started - request.enqueued_at)
+        seconds.labels(kind=request.kind, stage="model").observe(done_at - started)
+
     @staticmethod
-    def _distribute(batch: _Batch, out: np.ndarray) -> None:
+    def _distribute(batch: _Batch, out: np.ndarray) -> list[_Request]:
+        """Copy the rows into their requests; the requests completed by this batch."""
+        completed = []
         offset = 0
         for request, start, stop in batch.parts:
             count = stop - start
@@ -347,4 +361,6 @@ class DynamicBatcher:
                 request.done_items += count
                 if request.done_items == request.size:
                     request.future.set_result(request.result)
+                    completed.append(request)
             offset += count
+        return completed

@@ -40,6 +40,15 @@ class EncoderMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
+        self.request_seconds = Histogram(
+            "imgsearch_encoder_request_seconds",
+            "Time of one request in the batcher: 'queue' until its first forward pass "
+            "starts, 'model' from then until its last row is out (transfer is the rest "
+            "of what the caller measures).",
+            ["kind", "stage"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.queue_items = Gauge(
             "imgsearch_encoder_queue_items",
             "Items (crops and texts) admitted and not yet encoded.",
@@ -72,6 +81,8 @@ class EncoderMetrics:
                 self.failed_batches,
             ):
                 labelled.labels(kind=kind)
+            for stage in ("queue", "model"):
+                self.request_seconds.labels(kind=kind, stage=stage)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

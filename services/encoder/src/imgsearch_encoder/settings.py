@@ -8,6 +8,8 @@ from imgsearch_common.settings import CommonSettings
 
 #: Value of ``CLIP_PRETRAINED`` that selects seeded random weights (offline, not semantic).
 RANDOM_WEIGHTS = "random"
+#: ``MAX_BATCH_SIZE`` when unset, per device type (measured: benchmarks/README.md).
+DEFAULT_BATCH_SIZES = {"cpu": 16, "cuda": 256}
 
 
 class EncoderSettings(CommonSettings):
@@ -21,8 +23,8 @@ class EncoderSettings(CommonSettings):
     clip_random_seed: int = 0
     #: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
     device: str = "auto"
-    #: fp16 autocast on CUDA: faster on tensor-core GPUs, embeddings differ from fp32 only
-    #: slightly. Ignored on CPU, which always runs fp32.
+    #: fp16 on CUDA (the weights are cast to fp16): faster on tensor-core GPUs, embeddings
+    #: differ from fp32 only slightly. Ignored on CPU, which always runs fp32.
     gpu_mixed_precision: bool = True
 
     encoder_host: str = "127.0.0.1"
@@ -31,9 +33,10 @@ class EncoderSettings(CommonSettings):
     # Dynamic batching. A forward pass over many crops is cheaper per crop than one per
     # request, but each item then waits for its batch.
     #: Most items (crops or texts) in one forward pass. Larger: more throughput on a GPU,
-    #: but more memory and a longer wait for the first request of a batch. On a 2-core
-    #: CPU throughput peaks around 8.
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    #: but more memory and a longer wait for the first request of a batch. Unset: 16 on
+    #: a CPU (where throughput peaks between 8 and 16 and falls beyond) and 256 on CUDA
+    #: (see benchmarks/README.md, "Throughput").
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     #: How long a batch may wait for more items after its first one arrived (ms).
     #: Larger: fuller batches under moderate load; smaller: lower latency when idle.
     batch_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
@@ -68,6 +71,12 @@ class EncoderSettings(CommonSettings):
                 f"({self.max_request_crops}) and MAX_REQUEST_TEXTS ({self.max_request_texts})"
             )
         return self
+
+    def batch_size_for(self, device_type: str) -> int:
+        """``max_batch_size``, or the default for the device type (``cpu``, ``cuda``)."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return DEFAULT_BATCH_SIZES.get(device_type, DEFAULT_BATCH_SIZES["cpu"])
 
     @property
     def uses_random_weights(self) -> bool:

@@ -2,10 +2,19 @@
 
 Pure and synchronous; the worker runs it in a thread pool so its event loop
 never blocks. Each stage is timed (clip-retrieval style) for the metrics.
+
+Every window ends up ``image_size`` px wide, so the image is decoded with no more
+pixels than the smallest window needs (JPEG DCT scaling, see
+``imgsearch_common.imaging``): the boxes are placed on the image's full size, read
+from its header, and mapped onto the decoded pixels. An image still more than
+``prescale`` times larger than that (PNG, WebP) is shrunk once before its windows
+are cut. On a 12-megapixel JPEG this makes decode + windows about 10 times cheaper
+(benchmarks/README.md, "Throughput").
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -13,11 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from imgsearch_common.errors import EmptyInput, ImgSearchError, PayloadTooLarge
 from imgsearch_common.ids import content_hash, image_id
-from imgsearch_common.imaging import crops_to_model_inputs, decode_image, model_input
-from imgsearch_common.windows import Box, window_boxes
+from imgsearch_common.imaging import (
+    crops_to_model_inputs,
+    model_input,
+    open_image,
+    prescale,
+    scale_boxes,
+)
+from imgsearch_common.settings import configured_window_geometry
+from imgsearch_common.windows import Box, geometry_boxes
 
 
 class MissingFile(ImgSearchError):
@@ -33,10 +50,18 @@ class PreparedImage:
     file_size: int
     width: int
     height: int
+    #: Window boxes in the image's own pixels (``width`` x ``height``): what is stored.
     boxes: list[Box]
     #: ``(1 + len(boxes), S, S, 3)`` uint8: the full view first, then each window.
     pixels: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    #: Size of the decoded pixels (smaller than width x height after JPEG draft decoding).
+    decoded_size: tuple[int, int] = (0, 0)
+    #: Whether the windows were cut from a once-shrunk copy rather than the decoded pixels.
+    prescaled: bool = False
+    #: With ``keep_decoded=True``: the decoded image and the boxes in its pixels (tests).
+    decoded: Image.Image | None = None
+    decoded_boxes: list[Box] | None = None
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
@@ -56,6 +81,14 @@ def read_file(path: str, max_bytes: int) -> bytes:
     return data
 
 
+def needed_short_side(width: int, height: int, boxes: Sequence[Box], image_size: int) -> float:
+    """The short side (px) at which the smallest region the model sees — a window, or the
+    full view's short side — is still ``image_size`` px: the resolution indexing needs."""
+    short = min(width, height)
+    smallest = min([short, *(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)])
+    return image_size * short / max(1, smallest)
+
+
 def prepare_image(
     path: str,
     *,
@@ -65,18 +98,37 @@ def prepare_image(
     scales: Sequence[float],
     overlap: float,
     max_windows: int,
+    jpeg_draft: bool = True,
+    prescale_factor: float = 2.0,
+    keep_decoded: bool = False,
 ) -> PreparedImage:
+    """Read, decode and cut one image into model inputs.
+
+    ``jpeg_draft``: decode JPEGs at the smallest DCT scale that keeps every window at
+    least ``image_size`` px (crops are cut from those decoded pixels, so the vectors equal
+    open_clip's for them). ``prescale_factor``: when the decoded image is more than this
+    many times larger than needed, shrink it once to that size before cutting windows
+    (0 = never: every crop is cut from the decoded pixels themselves).
+    """
     t0 = time.perf_counter()
     data = read_file(path, max_bytes)
     t1 = time.perf_counter()
-    img = decode_image(data, max_pixels=max_pixels)
+    opened = open_image(data, max_pixels=max_pixels)
+    width, height = opened.size
+    boxes = geometry_boxes(
+        configured_window_geometry(), width, height, scales, overlap, max_windows
+    )
+    need = needed_short_side(width, height, boxes, image_size)
+    img = opened.decode(need if jpeg_draft else 0)
     t2 = time.perf_counter()
-    width, height = img.size
-    boxes = window_boxes(width, height, scales, overlap, max_windows)
+    cut = img
+    if prescale_factor > 0 and min(img.size) > prescale_factor * need:
+        cut = prescale(img, math.ceil(prescale_factor * need))
+    cut_boxes = scale_boxes(boxes, cut.width / width, cut.height / height)
     pixels = np.empty((1 + len(boxes), image_size, image_size, 3), dtype=np.uint8)
-    pixels[0] = model_input(img, image_size)
+    pixels[0] = model_input(cut, image_size)
     if boxes:
-        pixels[1:] = crops_to_model_inputs(img, boxes, image_size)
+        pixels[1:] = crops_to_model_inputs(cut, cut_boxes, image_size)
     t3 = time.perf_counter()
     sha = content_hash(data)
     return PreparedImage(
@@ -88,4 +140,10 @@ def prepare_image(
         boxes=boxes,
         pixels=pixels,
         timings={"read": t1 - t0, "decode": t2 - t1, "windows": t3 - t2},
+        decoded_size=img.size,
+        prescaled=cut is not img,
+        decoded=img if keep_decoded else None,
+        decoded_boxes=(
+            scale_boxes(boxes, img.width / width, img.height / height) if keep_decoded else None
+        ),
     )

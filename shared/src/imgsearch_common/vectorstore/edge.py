@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from qdrant_edge import (
@@ -67,11 +67,16 @@ from qdrant_edge import (
     Filter,
     HnswIndexConfig,
     MatchValue,
+    Memory,
     PayloadSchemaType,
     Point,
+    QuantizationSearchParams,
     Query,
     QueryBatchRequest,
     QueryRequest,
+    ScalarQuantizationConfig,
+    ScalarType,
+    SearchParams,
     UpdateOperation,
 )
 
@@ -91,6 +96,13 @@ from .base import KINDS, Hit, Kind, PointRecord, VectorStore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: ``none``: float32 vectors memory-mapped and pre-read into RAM (Edge's default).
+#: ``int8``: Qdrant's scalar quantization — an int8 copy of every vector (a quarter of the
+#: size) pinned in RAM and searched first; the float32 originals stay on disk, read only to
+#: rescore the best candidates.
+Quantization = Literal["none", "int8"]
+QUANTIZATIONS: tuple[Quantization, ...] = ("none", "int8")
 
 _LOCK_FILE = ".lock"
 _CONFIG_FILE = "edge_config.json"  # written by EdgeShard.create: marks a shard directory
@@ -149,6 +161,13 @@ class EdgeVectorStore(VectorStore):
     ``full_scan_threshold_kb`` and ``indexing_threshold_kb`` are Qdrant's segment sizes
     below which search is brute force and no HNSW graph is built (defaults 10 000 KB,
     about 5 000 vectors of 512 floats).
+
+    ``quantization="int8"`` creates *new* shards with scalar quantization (see
+    :data:`Quantization`; shards that exist keep the configuration they were created
+    with). ``hnsw_ef`` is the search-time beam width (``None``: Qdrant's default);
+    ``oversampling`` fetches that many times ``limit`` candidates by their int8 scores
+    before rescoring them with the float32 vectors. Figures for 1M vectors in
+    benchmarks/README.md ("Throughput") and deploy/CAPACITY.md.
     """
 
     def __init__(
@@ -161,8 +180,15 @@ class EdgeVectorStore(VectorStore):
         indexing_threshold_kb: int | None = None,
         optimize_threshold: int | None = 20_000,
         optimize_in_subprocess: bool = True,
+        quantization: Quantization = "none",
+        hnsw_ef: int | None = None,
+        oversampling: float | None = None,
     ) -> None:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
         self.root = Path(root)
+        self._quantization = quantization
+        self._search_params = _search_params(quantization, hnsw_ef, oversampling)
         self._hnsw_m = hnsw_m
         self._hnsw_ef_construct = hnsw_ef_construct
         self._full_scan_threshold_kb = full_scan_threshold_kb
@@ -187,8 +213,20 @@ class EdgeVectorStore(VectorStore):
             if self._indexing_threshold_kb is not None
             else None
         )
+        quantized = self._quantization == "int8"
         return EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            vectors=EdgeVectorParams(
+                size=dim,
+                distance=Distance.Cosine,
+                # The originals stay on disk, not pre-read ("cold"): only the candidates a
+                # query rescores are read. The int8 copy is what the graph walk reads.
+                memory=Memory.Cold if quantized else None,
+                quantization_config=(
+                    ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, memory=Memory.Pinned)
+                    if quantized
+                    else None
+                ),
+            ),
             hnsw_config=HnswIndexConfig(
                 m=self._hnsw_m,
                 ef_construct=self._hnsw_ef_construct,
@@ -237,7 +275,12 @@ class EdgeVectorStore(VectorStore):
         def run() -> list[list[Hit]]:
             batch = QueryBatchRequest(
                 [
-                    QueryRequest(limit=limit, query=Query.Nearest(q), with_payload=True)
+                    QueryRequest(
+                        limit=limit,
+                        query=Query.Nearest(q),
+                        with_payload=True,
+                        params=self._search_params,
+                    )
                     for q in queries
                 ]
             )
@@ -548,6 +591,18 @@ class EdgeVectorStore(VectorStore):
         trash = sh.path.with_name(f".{sh.kind}.trash")
         old.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _search_params(
+    quantization: Quantization, hnsw_ef: int | None, oversampling: float | None
+) -> SearchParams | None:
+    """Search parameters of every query (``None``: Qdrant's defaults)."""
+    quant = None
+    if quantization == "int8" and oversampling is not None:
+        quant = QuantizationSearchParams(rescore=True, oversampling=oversampling)
+    if hnsw_ef is None and quant is None:
+        return None
+    return SearchParams(hnsw_ef=hnsw_ef, quantization=quant)
 
 
 def _copy_shard(src: Path, dst: Path) -> None:

@@ -1,0 +1,287 @@
+"""Runs the sections of the throughput benchmark in order and fills ``results``."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .throughput_data import describe, ensure_photos, list_photos, select
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def service_env(args: argparse.Namespace, device: str) -> dict[str, str]:
+    env = {
+        "CLIP_MODEL": args.model,
+        "CLIP_PRETRAINED": args.pretrained,
+        "CLIP_RANDOM_SEED": "0",
+        "DEVICE": device,
+        "GPU_MIXED_PRECISION": "false" if args.fp32 else "true",
+        "LOG_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
+    if args.encoder_batch:
+        env["MAX_BATCH_SIZE"] = str(args.encoder_batch)
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key.strip()] = value
+    return env
+
+
+def _load_encoder(args: argparse.Namespace, device: str) -> Any:
+    from imgsearch_encoder.model import load_encoder
+    from imgsearch_encoder.settings import EncoderSettings
+
+    settings = EncoderSettings(
+        clip_model=args.model,
+        clip_pretrained=args.pretrained,
+        clip_random_seed=0,
+        device=device,
+        gpu_mixed_precision=not args.fp32,
+    )
+    return load_encoder(settings)
+
+
+def _preprocess(enc: Any) -> Any:
+    import open_clip
+
+    return open_clip.image_transform(enc.image_size, is_train=False, mean=enc.mean, std=enc.std)
+
+
+def run_sections(
+    args: argparse.Namespace,
+    plan: Any,
+    device: str,
+    cache: Path,
+    work: Path,
+    results: dict[str, Any],
+) -> None:
+    from . import throughput_model as tm
+    from . import throughput_services as ts
+
+    want = {s.strip() for s in args.only.split(",")}
+    env = service_env(args, device)
+    log_dir = work / "logs"
+    photos: list[Any] = []
+    if want & {"prep", "indexing", "naive", "fidelity", "search"}:
+        folder = args.photos or ensure_photos(cache)
+        photos = list_photos(folder)
+        results["photos"] = {"folder": str(folder), **describe(photos)}
+
+    enc: Any = None
+    if want & {"model", "encoder", "naive", "fidelity"}:
+        _log(f"loading {args.model} ({args.pretrained}) on {device}")
+        enc = _load_encoder(args, device)
+        results["meta"]["dtype"] = enc.dtype
+        results["meta"]["image_size"] = enc.image_size
+
+    model_rate = None
+    if "model" in want or "encoder" in want:
+        _log(f"model only: batch sizes {plan.batch_sizes}")
+        results["model"] = tm.model_only(enc, plan.batch_sizes, plan.model_seconds)
+        model_rate = results["model"]["crops_per_s"]
+        _log(f"model only: {model_rate} crops/s at batch {results['model']['best_batch']}")
+
+    if "encoder" in want:
+        _log(f"encoder service: {plan.clients} clients x {plan.crops_per_request} crops")
+        enc_env = dict(env)
+        load = ts.encoder_load(
+            enc_env,
+            log_dir,
+            clients=plan.clients,
+            crops_per_request=plan.crops_per_request,
+            warmup_s=plan.encoder_warmup_s,
+            seconds=plan.encoder_seconds,
+        )
+        # The model alone again, at its best batch and at the service's batch size, right
+        # after: the machine is shared, so the ratio uses the mean of both measurements.
+        best = results["model"]["best_batch"]
+        again = tm.model_only(
+            enc, sorted({best, int(load["max_batch_size"] or best)}), plan.model_seconds
+        )
+        before_rate = results["model"]["crops_per_s"]
+        after_rate = max(again["crops_per_s_by_batch"].values())
+        ceiling = (before_rate + after_rate) / 2
+        load["model_only_before"] = before_rate
+        load["model_only_after"] = after_rate
+        load["model_only_after_by_batch"] = again["crops_per_s_by_batch"]
+        load["model_only_after_by_cpu"] = again["crops_per_cpu_s_by_batch"]
+        load["ratio_to_model_only"] = round(load["crops_per_s"] / ceiling, 3)
+        # Contention-proof view: work per crop, service vs bare model at the service's batch.
+        service_batch = str(int(load["max_batch_size"] or best))
+        bare = again["crops_per_cpu_s_by_batch"].get(service_batch)
+        if bare and load.get("crops_per_cpu_s"):
+            load["cpu_ratio_to_model_only"] = round(load["crops_per_cpu_s"] / bare, 3)
+        results["encoder"] = load
+        model_rate = ceiling
+        _log(
+            f"encoder service: {load['crops_per_s']} crops/s = {load['ratio_to_model_only']} "
+            f"of model only ({before_rate} before, {after_rate} after)"
+        )
+
+    if "prep" in want:
+        _log("decode + windows per image, by option")
+        results["prep"] = prep_costs(select(photos, plan.prep_images))
+
+    chosen = select(photos, plan.images) if photos else []
+    if "indexing" in want:
+        _log(f"indexing {len(chosen)} photos ({args.indexing_mode})")
+        if args.indexing_mode == "stack":
+            idx = ts.indexing_stack(chosen, work, env, workers=args.workers, timeout_s=3600)
+        else:
+            procs = args.decode_processes or max(1, (os.cpu_count() or 2) - 2)
+            idx = ts.indexing_inprocess(
+                chosen, work, env, log_dir, decode_processes=procs, in_flight=procs * 2
+            )
+        idx["photos"] = describe(chosen)
+        if model_rate:
+            idx["model_only_crops_per_s"] = model_rate
+            idx["efficiency"] = round(
+                idx["images_per_s"] * (1 + idx["windows_per_image"]) / model_rate, 3
+            )
+        bare = _bare_cpu_rate(results, idx.get("encoder_max_batch_size"))
+        if bare and idx.get("crops_per_cpu_s_all_processes"):
+            # Share of all the CPU the stack used that went into the forward pass.
+            idx["cpu_efficiency"] = round(idx["crops_per_cpu_s_all_processes"] / bare, 3)
+        results["indexing"] = idx
+        _log(
+            f"indexing: {idx['images_per_s']} images/s, {idx['windows_per_image']} windows/image,"
+            f" efficiency {idx.get('efficiency')}"
+        )
+
+    if "naive" in want:
+        import torch
+
+        _log(f"naive reference on the same {len(chosen)} photos")
+        dtype = torch.float16 if enc.dtype == "float16" else torch.float32
+        naive = tm.naive_reference(chosen, enc.model, _preprocess(enc), enc.device, dtype)
+        if "indexing" in results:
+            naive["speedup_of_pipeline"] = round(
+                results["indexing"]["images_per_s"] / naive["images_per_s"], 2
+            )
+        results["naive"] = naive
+        _log(f"naive: {naive['images_per_s']} images/s")
+
+    if "fidelity" in want:
+        subset = sorted(photos, key=lambda p: -p.megapixels)[: plan.fidelity_images // 2]
+        subset += select(photos, plan.fidelity_images - len(subset))
+        _log(f"fidelity on {len(subset)} photos")
+        results["fidelity"] = tm.fidelity(subset, enc, enc.model, _preprocess(enc))
+
+    if enc is not None:
+        enc.close()
+        del enc
+        gc.collect()
+
+    if "search" in want:
+        index_root = work / "search" / "index"
+        wpi = round(results.get("indexing", {}).get("windows_per_image", 14))
+        _log(f"search: building an index of {plan.search_images} images x {wpi} windows")
+        built = ts.build_search_index(index_root, plan.search_images, wpi)
+        query = _query_image(photos)
+        _log("search: latency")
+        lat = ts.search_latency(
+            work / "search",
+            env,
+            query,
+            requests=plan.search_requests,
+            saturation_clients=8,
+            saturation_s=plan.saturation_s,
+        )
+        lat["query_prepare_ms"] = query_prepare_costs(query)
+        results["search"] = {"index": built, **lat}
+
+    if "scale" in want:
+        from .throughput_scale import extrapolate, run_scale
+
+        _log(f"scale: {plan.scale} window vectors, float32 and int8")
+        scale = run_scale(work, plan.scale, ["none", "int8"])
+        scale["extrapolated_1m"] = extrapolate(scale, 1_000_000)
+        results["scale"] = scale
+
+
+def _bare_cpu_rate(results: dict[str, Any], batch: Any) -> float | None:
+    """The bare model's crops per CPU-second at ``batch`` (the latest measurement)."""
+    for by_batch in (
+        results.get("encoder", {}).get("model_only_after_by_cpu"),
+        results.get("model", {}).get("crops_per_cpu_s_by_batch"),
+    ):
+        if by_batch and str(batch) in by_batch:
+            return float(by_batch[str(batch)])
+    return None
+
+
+def _query_image(photos: list[Any]) -> bytes:
+    """A realistic query: a photo of about a megapixel, as a phone would share it."""
+    from PIL import Image
+
+    source = max(photos, key=lambda p: (p.format == "JPEG", -abs(p.megapixels - 4.0)))
+    with Image.open(source.path) as opened:
+        img = opened.convert("RGB")
+    img.thumbnail((1280, 1280))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def prep_costs(photos: list[Any]) -> dict[str, Any]:
+    """Milliseconds of decode + windows per image, single thread, per format and option."""
+    from imgsearch_worker.pipeline import prepare_image
+
+    from .throughput_model import GEOMETRY
+
+    options = {
+        "full_decode_every_window_resized": {"jpeg_draft": False, "prescale_factor": 0.0},
+        "jpeg_draft": {"jpeg_draft": True, "prescale_factor": 0.0},
+        "jpeg_draft_and_prescale": {"jpeg_draft": True, "prescale_factor": 2.0},
+    }
+    out: dict[str, Any] = {"images": len(photos), "ms_per_image": {}}
+    for name, option in options.items():
+        per_format: dict[str, list[float]] = {}
+        for photo in photos:
+            prepared = prepare_image(
+                str(photo.path),
+                image_size=224,
+                max_bytes=10**9,
+                max_pixels=10**9,
+                **GEOMETRY,
+                **option,
+            )
+            t = prepared.timings
+            per_format.setdefault(photo.format, []).append(t["decode"] + t["windows"])
+            per_format.setdefault("all", []).append(t["decode"] + t["windows"])
+        out["ms_per_image"][name] = {
+            fmt: round(1000 * sum(v) / len(v), 1) for fmt, v in sorted(per_format.items())
+        }
+    return out
+
+
+def query_prepare_costs(data: bytes, repeats: int = 30) -> dict[str, Any]:
+    """Median ms to turn the query JPEG into model input: a full decode (what search.py
+    does) against a DCT-scaled decode to the model's size (``open_image(...).decode``)."""
+    import statistics
+
+    from imgsearch_common.imaging import decode_image, model_input, open_image
+
+    def full() -> Any:
+        return model_input(decode_image(data), 224)
+
+    def drafted() -> Any:
+        return model_input(open_image(data).decode(min_short_side=224), 224)
+
+    out: dict[str, Any] = {}
+    for name, fn in (("full_decode", full), ("draft_decode", drafted)):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = round(statistics.median(times), 2)
+    return out
