@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 
 from imgsearch_api.aggregation import (
+    ContainsMatch,
     PartialMatch,
+    QueryWindowHit,
+    Rescore,
     WindowHit,
+    aggregate_query_windows,
     aggregate_window_hits,
+    apply_rescores,
     max_partial_score,
     merge_matches,
     seed_partial_score,
@@ -88,3 +93,74 @@ def test_merge_limit_min_score_and_deterministic_ties() -> None:
     assert merge_matches({"a": 0.5, "c": 0.2}, {}, limit=5, min_score=0.3)[0].image_id == "a"
     assert len(merge_matches({"a": 0.5, "c": 0.2}, {}, limit=5, min_score=0.3)) == 1
     assert merge_matches({}, {}, limit=5) == []
+
+
+def test_query_windows_give_each_picture_its_best_window_and_frame() -> None:
+    hits = [
+        QueryWindowHit("cat", 0.90, (0, 0, 100, 100)),
+        QueryWindowHit("cat", 0.97, (300, 200, 500, 400)),
+        QueryWindowHit("dog", 0.95, (0, 0, 400, 400)),
+    ]
+    out = aggregate_query_windows(hits, {"cat": (800, 400), "dog": (100, 100)}, (1000, 500))
+    cat = out["cat"]
+    assert (cat.score, cat.window) == (0.97, (300, 200, 500, 400))
+    # The window shows the cat's centre square (200..600 x 0..400) at half size, so the
+    # whole cat spans (200, 200)-(600, 400) in the query, all of it visible.
+    assert cat.query_box == (200, 200, 600, 400)
+    assert cat.image_box == (0, 0, 800, 400)
+    # The dog's frame is the window itself (a square picture); its size is unknown here:
+    assert out["dog"].query_box == (0, 0, 400, 400)
+    unknown = aggregate_query_windows(hits, {}, (1000, 500))
+    assert unknown["cat"].query_box == (300, 200, 500, 400)
+
+
+def test_query_window_frame_is_clipped_to_the_query() -> None:
+    hits = [QueryWindowHit("wide", 0.9, (0, 0, 100, 100))]
+    out = aggregate_query_windows(hits, {"wide": (400, 100)}, (300, 300))["wide"]
+    # Centre square 150..250 lands on 0..100: the frame starts at -150, clipped to 0;
+    # the visible part of the picture is x 150..400.
+    assert out.query_box == (0, 0, 250, 100)
+    assert out.image_box == (150, 0, 400, 100)
+
+
+def test_merge_with_contains_labels_the_best_evidence() -> None:
+    cont = {"c": ContainsMatch("c", 0.99, (0, 0, 9, 9), (0, 0, 9, 9), (0, 0, 90, 90))}
+    ranked = merge_matches({"c": 0.5, "f": 0.8}, {}, limit=5, contains=cont)
+    assert [(r.image_id, r.score, r.match_type) for r in ranked] == [
+        ("c", 0.99, "contains"),
+        ("f", 0.8, "full"),
+    ]
+
+
+def test_rescores_replace_only_worse_scores_and_reorder() -> None:
+    ranked = merge_matches(
+        {"a": 0.95, "b": 0.90},
+        {"b": PartialMatch("b", 0.93, 0.93, 0.9, 2, [((0, 0, 50, 50), 0.93)])},
+        limit=10,
+    )
+    rescored = apply_rescores(
+        ranked,
+        {
+            "a": Rescore("a", 0.94, (1, 1, 2, 2)),  # lower than 0.95: ignored
+            "b": Rescore("b", 0.99, (10, 10, 30, 30)),
+        },
+        limit=10,
+    )
+    assert [(r.image_id, r.score, r.match_type) for r in rescored] == [
+        ("b", 0.99, "full_and_partial"),
+        ("a", 0.95, "full"),
+    ]
+    b = rescored[0].partial
+    assert b is not None
+    assert b.boxes == [((10, 10, 30, 30), 0.99), ((0, 0, 50, 50), 0.93)]
+    assert (b.count, b.max_score) == (2, 0.99)
+    assert apply_rescores(ranked, {}, limit=1, min_score=0.92) == ranked[:1]
+    assert apply_rescores(ranked, {}, limit=5, min_score=0.96) == []
+
+
+def test_contains_rescore_moves_the_query_box() -> None:
+    cont = {"c": ContainsMatch("c", 0.9, (0, 0, 9, 9), (0, 0, 9, 9), (0, 0, 90, 90))}
+    ranked = merge_matches({}, {}, limit=5, contains=cont)
+    out = apply_rescores(ranked, {"c": Rescore("c", 0.98, (0, 0, 90, 90), (5, 5, 50, 50))}, limit=5)
+    assert out[0].contains == ContainsMatch("c", 0.98, (0, 0, 9, 9), (5, 5, 50, 50), (0, 0, 90, 90))
+    assert out[0].match_type == "contains"

@@ -8,7 +8,14 @@ from imgsearch_common.windows import (
     axis_count,
     axis_positions,
     box_iou,
+    centre_square,
+    fit_box,
+    geometry_boxes,
     grid_counts,
+    parent_box_in_query,
+    query_window_boxes,
+    refine_boxes,
+    seed_window_boxes,
     window_boxes,
 )
 
@@ -90,3 +97,83 @@ def test_box_iou() -> None:
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+
+
+def test_seed_windows_are_fixed_pixels_at_stride_56() -> None:
+    # 1280x853: 224 px → 19 x 12 = 228 windows, 448 px → 15 x 8 = 120 windows.
+    boxes = seed_window_boxes(1280, 853)
+    assert len(boxes) == 348
+    assert boxes[:2] == [(0, 0, 224, 224), (56, 0, 280, 224)]
+    assert boxes[18] == (1008, 0, 1232, 224)  # the last 224 window of a row; 48 px left over
+    assert boxes[228] == (0, 0, 448, 448)
+    assert boxes[-1] == (784, 392, 1232, 840)
+    # A 300x300 picture: 224 px windows only (2 x 2); under 224 px: nothing at all.
+    assert seed_window_boxes(300, 300) == [
+        (0, 0, 224, 224), (56, 0, 280, 224), (0, 56, 224, 280), (56, 56, 280, 280),
+    ]  # fmt: skip
+    assert seed_window_boxes(200, 900) == []
+    assert len(seed_window_boxes(1000, 1000, sides=(500,), stride=250)) == 9
+    with pytest.raises(ValueError):
+        seed_window_boxes(100, 100, stride=0)
+
+
+def test_geometry_boxes_selects_by_name() -> None:
+    assert geometry_boxes("relative", 1024, 1024) == window_boxes(1024, 1024)
+    assert geometry_boxes("relative", 1000, 1000, (0.5,), 0.5, 64) == window_boxes(
+        1000, 1000, (0.5,), 0.5, 64
+    )
+    assert geometry_boxes("seed", 1280, 853) == seed_window_boxes(1280, 853)
+    with pytest.raises(ValueError):
+        geometry_boxes("pyramid", 100, 100)  # type: ignore[arg-type]
+
+
+def test_fit_box_moves_inside_and_shrinks_only_when_too_big() -> None:
+    assert fit_box(50, 50, 40, 20, 200, 100) == (30, 40, 70, 60)
+    assert fit_box(5, 95, 40, 20, 200, 100) == (0, 80, 40, 100)  # moved, not shrunk
+    assert fit_box(100, 50, 300, 20, 200, 100) == (0, 40, 200, 60)  # wider than the image
+
+
+def test_centre_square_is_what_the_model_sees() -> None:
+    assert centre_square(640, 480) == (80, 0, 560, 480)
+    assert centre_square(300, 451) == (0, 76, 300, 376)  # (451 - 300) / 2 = 75.5 rounds to 76
+    assert centre_square(100, 100) == (0, 0, 100, 100)
+
+
+def test_refine_boxes_keep_the_query_shape_around_the_region() -> None:
+    # A square 400 px region, a query twice as wide as tall, one fraction: one box of the
+    # region's area (566 x 283), centred on the region, moved inside the picture.
+    assert refine_boxes((0, 0, 400, 400), 2.0, 800, 600, fractions=(1.0,)) == [(0, 58, 566, 341)]
+    # Smaller fractions add the centred box and four boxes shifted towards the corners.
+    boxes = refine_boxes((200, 100, 600, 500), 1.0, 800, 600, fractions=(1.0, 0.25), shift=0.25)
+    assert boxes == [
+        (200, 100, 600, 500),
+        (300, 200, 500, 400),
+        (200, 100, 400, 300), (400, 100, 600, 300), (200, 300, 400, 500), (400, 300, 600, 500),
+    ]  # fmt: skip
+    assert len(refine_boxes((0, 0, 400, 400), 1.0, 800, 600)) == 11  # default fractions
+    with pytest.raises(ValueError):
+        refine_boxes((0, 0, 0, 10), 1.0, 100, 100)
+    with pytest.raises(ValueError):
+        refine_boxes((0, 0, 10, 10), 0.0, 100, 100)
+
+
+def test_parent_box_in_query_applies_the_window_transform_to_the_frame() -> None:
+    # The query shows the picture's centre square (200..600 of an 800x400 picture) at half
+    # size in (100, 100)-(300, 300): the whole picture spans (0, 100)-(400, 300).
+    assert parent_box_in_query((100, 100, 300, 300), (200, 0, 600, 400), (800, 400)) == (
+        0, 100, 400, 300,
+    )  # fmt: skip
+    # Not clipped: the picture may stick out of the query.
+    assert parent_box_in_query((0, 0, 100, 100), (100, 100, 200, 200), (400, 400)) == (
+        -100, -100, 300, 300,
+    )  # fmt: skip
+
+
+def test_query_window_boxes_are_denser_and_capped() -> None:
+    boxes = query_window_boxes(1280, 800)
+    assert len(boxes) <= 24
+    sides = sorted({b[2] - b[0] for b in boxes}, reverse=True)
+    assert sides == [640, 480, 360, 240]  # 0.8, 0.6, 0.45, 0.3 of the short side
+    assert query_window_boxes(1280, 800, scales=(0.5,), max_windows=100) == window_boxes(
+        1280, 800, (0.5,), 0.5, 100
+    )

@@ -14,7 +14,11 @@ from pydantic import BaseModel, Field
 from .ids import DEFAULT_COLLECTION
 
 MAX_LIMIT = 100
-MatchType = Literal["full", "partial_to_full", "full_and_partial"]
+MatchType = Literal["full", "partial_to_full", "full_and_partial", "contains"]
+#: ``region``: the query may be a part of an indexed picture (windows of the index);
+#: ``contains``: an indexed picture may appear inside the query (windows of the query);
+#: ``auto``: both (costs the query windows' encoding).
+MatchMode = Literal["auto", "region", "contains"]
 
 
 class SearchOptions(BaseModel):
@@ -24,8 +28,11 @@ class SearchOptions(BaseModel):
     enhance_image: bool = False
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
     collection: str = DEFAULT_COLLECTION
-    #: Results scoring below this are dropped (the no-match rule). None = keep all.
+    #: Results scoring below this are dropped (the no-match rule). None = the server's
+    #: default (``DEFAULT_MIN_SCORE``).
     min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+    #: None = the server's default (``DEFAULT_MATCH_MODE``, ``region`` unless set).
+    match_mode: MatchMode | None = None
 
 
 class UrlSearchRequest(SearchOptions):
@@ -53,7 +60,9 @@ class ImageMetadata(BaseModel):
 
 
 class MatchedBox(BaseModel):
-    """A matched window: its box in result-image pixels ``[x0, y0, x1, y1]`` and score."""
+    """A matched region: its box in result-image pixels ``[x0, y0, x1, y1]`` and score.
+
+    For ``contains`` matches: the part of the result image that the query shows."""
 
     box: list[int]
     score: float
@@ -68,7 +77,12 @@ class SearchResult(BaseModel):
     match_type: MatchType
     full_score: float | None = None
     partial_score: float | None = None
+    #: Best score of a query window against this image (``contains``/``auto`` modes).
+    contains_score: float | None = None
     matched_boxes: list[MatchedBox] = Field(default_factory=list)
+    #: ``contains`` matches: where this image lies in the query, query pixels
+    #: ``[x0, y0, x1, y1]``.
+    query_box: list[int] | None = None
     image_url: str
 
 

@@ -7,6 +7,10 @@ on the second). Square windows are what the model sees without a centre crop
 throwing part of the window away, so a window's box is exactly the region its
 vector describes.
 
+The seed's geometry (fixed 224 and 448 px windows every 56 px,
+:func:`seed_window_boxes`) is kept as a reference for the quality benchmark;
+:func:`geometry_boxes` picks one of the two by name (``WINDOW_GEOMETRY``).
+
 Boxes are ``(x0, y0, x1, y1)`` in original-image pixels, ``x1``/``y1`` exclusive.
 """
 
@@ -14,13 +18,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 Box = tuple[int, int, int, int]
+WindowGeometry = Literal["relative", "seed"]
+WINDOW_GEOMETRIES: tuple[WindowGeometry, ...] = ("relative", "seed")
 
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 0.5)
 DEFAULT_OVERLAP = 0.5
 DEFAULT_MAX_WINDOWS = 16
 DEFAULT_MIN_SIDE = 32
+#: The seed's fixed window sides and stride, in pixels.
+SEED_SIDES: tuple[int, ...] = (224, 448)
+SEED_STRIDE = 56
+#: Re-scoring candidates (:func:`refine_boxes`): areas relative to the matched region, and
+#: the shift of the smaller boxes towards the region's corners (fraction of its side).
+REFINE_FRACTIONS: tuple[float, ...] = (1.0, 0.6, 0.35)
+REFINE_SHIFT = 0.25
+#: Query-side windows (``contains`` matching, :func:`query_window_boxes`): denser than the
+#: index's, since a picture embedded in a query can sit anywhere at any size; capped per
+#: query (each is one more crop to encode per search).
+QUERY_WINDOW_SCALES: tuple[float, ...] = (0.8, 0.6, 0.45, 0.3)
+QUERY_WINDOW_OVERLAP = 0.5
+QUERY_WINDOW_MAX = 24
 
 
 def axis_positions(length: int, side: int, count: int) -> list[int]:
@@ -108,6 +128,142 @@ def window_boxes(
             for x in axis_positions(width, side, cols):
                 boxes.append((x, y, x + side, y + side))
     return boxes
+
+
+def seed_window_boxes(
+    width: int,
+    height: int,
+    sides: Sequence[int] = SEED_SIDES,
+    stride: int = SEED_STRIDE,
+) -> list[Box]:
+    """The seed's windows: squares of fixed ``sides`` px every ``stride`` px, smallest first.
+
+    As in the seed, a window starts at 0 and steps by ``stride`` while it fits, so the
+    right and bottom strips narrower than ``stride`` are never covered, and an image
+    smaller than a side gets no window of that side (none at all under 224 px). The
+    count grows with the pixel count: 348 windows for a 1280x853 photo.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError("image size must be positive")
+    if stride <= 0:
+        raise ValueError("stride must be positive")
+    boxes: list[Box] = []
+    for side in sides:
+        for y in range(0, height - side + 1, stride):
+            for x in range(0, width - side + 1, stride):
+                boxes.append((x, y, x + side, y + side))
+    return boxes
+
+
+def geometry_boxes(
+    geometry: WindowGeometry,
+    width: int,
+    height: int,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    overlap: float = DEFAULT_OVERLAP,
+    max_windows: int = DEFAULT_MAX_WINDOWS,
+) -> list[Box]:
+    """The windows of an image under the named geometry.
+
+    ``"relative"``: :func:`window_boxes` with ``scales``, ``overlap`` and ``max_windows``.
+    ``"seed"``: :func:`seed_window_boxes`, which has none of these knobs (and no budget).
+    """
+    if geometry == "relative":
+        return window_boxes(width, height, scales, overlap, max_windows)
+    if geometry == "seed":
+        return seed_window_boxes(width, height)
+    raise ValueError(f"unknown window geometry {geometry!r}; use one of {WINDOW_GEOMETRIES}")
+
+
+def query_window_boxes(
+    width: int,
+    height: int,
+    scales: Sequence[float] = QUERY_WINDOW_SCALES,
+    max_windows: int = QUERY_WINDOW_MAX,
+) -> list[Box]:
+    """Windows cut from a query to find indexed pictures that appear inside it.
+
+    The same layout rule as the index's windows (:func:`window_boxes`), with the query's
+    own scales, :data:`QUERY_WINDOW_OVERLAP` and budget.
+    """
+    return window_boxes(width, height, scales, QUERY_WINDOW_OVERLAP, max_windows)
+
+
+def fit_box(cx: float, cy: float, w: float, h: float, width: int, height: int) -> Box:
+    """A ``w`` x ``h`` box centred on ``(cx, cy)``, moved (not shrunk) to lie inside the image.
+
+    Only a box larger than the image is shrunk, to the image's size on that axis. Sides are
+    rounded to whole pixels and are at least 1 px.
+    """
+    bw = min(width, max(1, round(w)))
+    bh = min(height, max(1, round(h)))
+    x0 = min(max(0, round(cx - bw / 2)), width - bw)
+    y0 = min(max(0, round(cy - bh / 2)), height - bh)
+    return (x0, y0, x0 + bw, y0 + bh)
+
+
+def centre_square(width: int, height: int) -> Box:
+    """The square the model sees of a ``width`` x ``height`` picture (open_clip's centre crop),
+    in that picture's pixels, with torchvision's rounding."""
+    side = min(width, height)
+    x0 = round((width - side) / 2.0)
+    y0 = round((height - side) / 2.0)
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def refine_boxes(
+    region: Box,
+    aspect: float,
+    width: int,
+    height: int,
+    fractions: Sequence[float] = REFINE_FRACTIONS,
+    shift: float = REFINE_SHIFT,
+) -> list[Box]:
+    """Candidate boxes around ``region`` for re-scoring a match at a finer offset.
+
+    ``region`` is where the query matched (a window, or the whole picture); ``aspect``
+    is the query's width / height. For each fraction ``f`` of the region's area, a box of
+    that area with the query's aspect ratio, centred on the region; boxes smaller than the
+    region are also tried shifted by ``shift`` of the region's side towards each of its
+    four corners. Every box is moved inside the picture; duplicates are dropped; the order
+    is fractions first, centred before shifted.
+    """
+    if aspect <= 0:
+        raise ValueError("aspect must be positive")
+    x0, y0, x1, y1 = region
+    rw, rh = x1 - x0, y1 - y0
+    if rw <= 0 or rh <= 0:
+        raise ValueError("region must not be empty")
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    area = rw * rh
+    out: dict[Box, None] = {}
+    for f in fractions:
+        w, h = math.sqrt(f * area * aspect), math.sqrt(f * area / aspect)
+        out[fit_box(cx, cy, w, h, width, height)] = None
+        if f < 1.0:
+            dx, dy = shift * rw, shift * rh
+            for sx, sy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+                out[fit_box(cx + sx * dx, cy + sy * dy, w, h, width, height)] = None
+    return list(out)
+
+
+def parent_box_in_query(query_box: Box, matched_box: Box, parent_size: tuple[int, int]) -> Box:
+    """Where a whole indexed picture lies in the query, if ``query_box`` (query pixels) shows
+    ``matched_box`` (the picture's pixels) of it: the same similarity transform, applied to
+    the picture's full frame. Not clipped to the query (the picture may stick out)."""
+    qx0, qy0, qx1, qy1 = query_box
+    mx0, my0, mx1, my1 = matched_box
+    if mx1 <= mx0 or my1 <= my0:
+        raise ValueError("matched_box must not be empty")
+    sx = (qx1 - qx0) / (mx1 - mx0)
+    sy = (qy1 - qy0) / (my1 - my0)
+    pw, ph = parent_size
+    return (
+        round(qx0 - sx * mx0),
+        round(qy0 - sy * my0),
+        round(qx0 + sx * (pw - mx0)),
+        round(qy0 + sy * (ph - my0)),
+    )
 
 
 def box_area(box: Box) -> int:

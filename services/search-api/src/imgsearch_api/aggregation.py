@@ -1,30 +1,39 @@
-"""Score aggregation: turning window hits and full-image hits into ranked images.
+"""Score aggregation: turning vector hits into ranked images. Pure functions.
 
-Partial matching searches the window vectors; each hit belongs to a parent
-image, and a *partial rule* turns a parent's window scores into one score:
+Three kinds of evidence can say that an indexed picture matches a query:
 
-- ``"max"`` (default, :func:`max_partial_score`): the best window's score. A
-  query that is a region of an image matches *one* window well; the image's
-  other windows say nothing about it.
-- ``"seed"`` (:func:`seed_partial_score`): the original system's rule,
-  ``0.7·max + 0.3·mean + 0.1·frequency``, where *frequency* is the parent's
-  share of all window hits of the query. Kept as the reference. Measured on the
-  22 test photos with random weights (33 crops of 25 % of the area), it ranked
-  the parent first for 76 % of queries against 91 % for ``"max"``: the mean and
-  the frequency bonus favour images with many mediocre windows (textures,
-  documents) over the one image that has the matching window.
+- **full**: the query's vector against the picture's full-image vector;
+- **region** (partial matching): the query against the picture's *windows*. Each hit belongs
+  to a parent picture; a *partial rule* turns a parent's window scores into one score:
 
-:func:`merge_matches` combines each image's partial score with its full-image
-score (the better of the two).
+  - ``"max"`` (default, :func:`max_partial_score`): the best window's score. A query that
+    is a region of a picture matches *one* window well; the other windows say nothing.
+  - ``"seed"`` (:func:`seed_partial_score`): the original system's rule,
+    ``0.7·max + 0.3·mean + 0.1·frequency``, where *frequency* is the parent's share of all
+    window hits of the query. Kept as the reference. The mean and the frequency bonus
+    favour pictures with many mediocre windows (textures, documents) over the one picture
+    that has the matching window: on the quality benchmark (random weights) it ranks the
+    parent of a 10 % crop first less often than ``"max"`` (benchmarks/README.md).
+
+  Rules that reward a second good window of the same parent (best + ½·second, or the best
+  window overlapping the best) were measured too and gained nothing over ``"max"``.
+- **contains** (query-side windows): windows cut from the *query* against full-image
+  vectors, for queries that show an indexed picture somewhere inside them (a screenshot, a
+  collage). :func:`aggregate_query_windows` keeps each picture's best query window and
+  turns it into the box where the whole picture lies in the query.
+
+:func:`merge_matches` gives each picture the best of its scores. :func:`apply_rescores`
+folds in the second stage of the search, which re-scores the top pictures on freshly cut
+boxes (see ``search.py``): a better re-score replaces the score and the box it came from.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from imgsearch_common.windows import Box
+from imgsearch_common.windows import Box, centre_square, parent_box_in_query
 
 W_MAX = 0.7
 W_MEAN = 0.3
@@ -53,14 +62,38 @@ class PartialMatch:
 
 
 @dataclass(frozen=True)
+class QueryWindowHit:
+    """A window of the query (``query_box``, query pixels) matched picture ``image_id``'s
+    full-image vector."""
+
+    image_id: str
+    score: float
+    query_box: Box
+
+
+@dataclass(frozen=True)
+class ContainsMatch:
+    image_id: str
+    score: float
+    #: The best query window, and where the whole picture lies in the query (clipped).
+    window: Box
+    query_box: Box
+    #: The part of the picture (its pixels) that ``query_box`` shows.
+    image_box: Box
+
+
+@dataclass(frozen=True)
 class RankedImage:
     image_id: str
     score: float
     full_score: float | None
     partial: PartialMatch | None
+    contains: ContainsMatch | None = None
 
     @property
     def match_type(self) -> str:
+        if self.contains is not None and self.score == self.contains.score:
+            return "contains"
         if self.partial is None:
             return "full"
         if self.full_score is None:
@@ -118,27 +151,137 @@ def aggregate_window_hits(
     return out
 
 
+def clip_box(box: Box, width: int, height: int) -> Box:
+    """``box`` cut to the ``width`` x ``height`` frame (empty boxes collapse to a point)."""
+    x0, y0 = min(max(box[0], 0), width), min(max(box[1], 0), height)
+    x1, y1 = min(max(box[2], x0), width), min(max(box[3], y0), height)
+    return (x0, y0, x1, y1)
+
+
+def aggregate_query_windows(
+    hits: Sequence[QueryWindowHit],
+    picture_sizes: Mapping[str, tuple[int, int]],
+    query_size: tuple[int, int],
+) -> dict[str, ContainsMatch]:
+    """Each picture's best query window, and the box where the whole picture lies in the query.
+
+    A full-image vector describes the picture's centre square (what the model sees), so a
+    query window that matches it shows that square: the picture's frame follows by the
+    same scale and offset (:func:`~imgsearch_common.windows.parent_box_in_query`), clipped
+    to the query. Pictures whose size is unknown get the query window itself as their box.
+    """
+    best: dict[str, QueryWindowHit] = {}
+    for hit in hits:
+        if hit.image_id not in best or hit.score > best[hit.image_id].score:
+            best[hit.image_id] = hit
+    out: dict[str, ContainsMatch] = {}
+    for image_id, hit in best.items():
+        size = picture_sizes.get(image_id)
+        if size is None:
+            out[image_id] = ContainsMatch(
+                image_id, hit.score, hit.query_box, hit.query_box, hit.query_box
+            )
+            continue
+        frame = parent_box_in_query(hit.query_box, centre_square(*size), size)
+        shown = clip_box(frame, *query_size)
+        fx = (frame[2] - frame[0]) / size[0]
+        fy = (frame[3] - frame[1]) / size[1]
+        seen = clip_box(
+            (
+                round((shown[0] - frame[0]) / fx),
+                round((shown[1] - frame[1]) / fy),
+                round((shown[2] - frame[0]) / fx),
+                round((shown[3] - frame[1]) / fy),
+            ),
+            *size,
+        )
+        out[image_id] = ContainsMatch(image_id, hit.score, hit.query_box, shown, seen)
+    return out
+
+
 def merge_matches(
     full_scores: Mapping[str, float],
     partial: Mapping[str, PartialMatch],
     *,
     limit: int,
     min_score: float | None = None,
+    contains: Mapping[str, ContainsMatch] | None = None,
 ) -> list[RankedImage]:
-    """One ranked list: an image scores the better of its full and partial scores.
+    """One ranked list: an image scores the best of its full, partial and contains scores.
 
     Ties are broken by image id so the order is deterministic. Images under
     ``min_score`` are dropped (the no-match rule).
     """
-    ids = set(full_scores) | set(partial)
+    contains = contains or {}
+    ids = set(full_scores) | set(partial) | set(contains)
     ranked: list[RankedImage] = []
     for image_id in ids:
         full = full_scores.get(image_id)
         part = partial.get(image_id)
-        candidates = [s for s in (full, part.score if part else None) if s is not None]
+        cont = contains.get(image_id)
+        candidates = [
+            s
+            for s in (full, part.score if part else None, cont.score if cont else None)
+            if s is not None
+        ]
         score = max(candidates)
         if min_score is not None and score < min_score:
             continue
-        ranked.append(RankedImage(image_id, score, full, part))
+        ranked.append(RankedImage(image_id, score, full, part, cont))
     ranked.sort(key=lambda r: (-r.score, r.image_id))
     return ranked[:limit]
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """Stage two's best freshly cut box for a picture, and its score against the query.
+
+    Region matches: ``box`` is the box of the picture (its pixels) that matches the query.
+    Contains matches: ``query_box`` is where the picture lies in the query (query pixels),
+    and ``box`` the part of the picture shown there.
+    """
+
+    image_id: str
+    score: float
+    box: Box
+    query_box: Box | None = None
+
+
+def apply_rescores(
+    ranked: Sequence[RankedImage],
+    rescores: Mapping[str, Rescore],
+    *,
+    limit: int,
+    min_score: float | None = None,
+) -> list[RankedImage]:
+    """Fold stage-two re-scores into the ranking.
+
+    A picture's re-score counts only when it beats the score it had. A region re-score
+    becomes the picture's partial score and its box the first matched box (the first
+    stage's boxes follow); a contains re-score becomes its contains score and box. Then
+    re-sorted (ties by id), ``min_score`` applied, cut to ``limit``.
+    """
+    out: list[RankedImage] = []
+    for r in ranked:
+        new = rescores.get(r.image_id)
+        if new is not None and new.score > r.score:
+            if new.query_box is not None:
+                window = r.contains.window if r.contains else new.query_box
+                contains = ContainsMatch(r.image_id, new.score, window, new.query_box, new.box)
+                r = replace(r, score=new.score, contains=contains)
+            else:
+                old = r.partial
+                kept = [b for b in (old.boxes if old else []) if b[0] != new.box]
+                partial = PartialMatch(
+                    parent_id=r.image_id,
+                    score=new.score,
+                    max_score=max(new.score, old.max_score if old else new.score),
+                    mean_score=old.mean_score if old else new.score,
+                    count=old.count if old else 0,
+                    boxes=[(new.box, new.score), *kept][:MAX_BOXES],
+                )
+                r = replace(r, score=new.score, partial=partial)
+        if min_score is None or r.score >= min_score:
+            out.append(r)
+    out.sort(key=lambda r: (-r.score, r.image_id))
+    return out[:limit]

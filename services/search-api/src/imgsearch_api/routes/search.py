@@ -8,12 +8,24 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from imgsearch_common.errors import EmptyInput
 from imgsearch_common.ids import DEFAULT_COLLECTION
-from imgsearch_common.schemas import MAX_LIMIT, SearchResponse, TextSearchRequest, UrlSearchRequest
+from imgsearch_common.schemas import (
+    MAX_LIMIT,
+    MatchMode,
+    SearchResponse,
+    TextSearchRequest,
+    UrlSearchRequest,
+)
 
+from ..search import SearchTuning
 from ..state import AppState, get_state
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 State = Annotated[AppState, Depends(get_state)]
+
+
+def _tuning(state: AppState) -> SearchTuning:
+    # The search settings as this process configured them (cheap: a handful of fields).
+    return SearchTuning.from_settings(state.settings)
 
 
 def _observe(state: AppState, response: SearchResponse) -> SearchResponse:
@@ -33,6 +45,7 @@ async def search_by_image(
     limit: Annotated[int, Form(ge=1, le=MAX_LIMIT)] = 10,
     collection: Annotated[str, Form()] = DEFAULT_COLLECTION,
     min_score: Annotated[float | None, Form(ge=-1.0, le=2.0)] = None,
+    match_mode: Annotated[MatchMode | None, Form()] = None,
 ) -> SearchResponse:
     data = await file.read()
     if not data:
@@ -46,6 +59,8 @@ async def search_by_image(
         enhance=enhance_image,
         limit=limit,
         min_score=min_score,
+        match_mode=match_mode,
+        tuning=_tuning(state),
     )
     return _observe(state, response)
 
@@ -62,6 +77,8 @@ async def search_by_url(state: State, body: UrlSearchRequest) -> SearchResponse:
         enhance=body.enhance_image,
         limit=body.limit,
         min_score=body.min_score,
+        match_mode=body.match_mode,
+        tuning=_tuning(state),
     )
     return _observe(state, response)
 
@@ -77,5 +94,6 @@ async def search_by_text(state: State, body: TextSearchRequest) -> SearchRespons
         use_partial=body.use_partial_matching,
         limit=body.limit,
         min_score=body.min_score,
+        tuning=_tuning(state),
     )
     return _observe(state, response)
