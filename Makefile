@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             services/search-api/pyproject.toml services/indexer-worker/pyproject.toml
 
-.PHONY: install run test lint format typecheck clean
+.PHONY: install run test lint format typecheck clean bench-quality bench-throughput bench-gpu
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
 	@echo "make test                      install on first use, run every test"
+	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
 	@echo "make lint | typecheck | clean"
 
 install: $(STAMP)
@@ -34,9 +35,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks are programs, not tests: each prints a table and writes JSON under $(BENCH_OUT).
+BENCH_OUT ?= $(or $(DATA_DIR),./data)/bench
+
+bench-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.quality --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-throughput: $(STAMP)
+	$(BIN)/python -m benchmarks.throughput --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# On a machine with an NVIDIA GPU (see benchmarks/README.md for the device run).
+bench-gpu:
+	bash benchmarks/gpu.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests scripts
-	$(BIN)/ruff format --check shared services tests scripts
+	$(BIN)/ruff check shared services tests scripts benchmarks
+	$(BIN)/ruff format --check shared services tests scripts benchmarks
 
 format: $(STAMP)
 	$(BIN)/ruff format shared services tests scripts

@@ -7,12 +7,15 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .windows import DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DEFAULT_SCALES
+from .windows import DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DEFAULT_SCALES, WindowGeometry
 
 
 class CommonSettings(BaseSettings):
@@ -36,18 +39,51 @@ class CommonSettings(BaseSettings):
     max_image_pixels: int = Field(default=80_000_000, ge=1)
 
     #: Window geometry (see imgsearch_common.windows). Relative to the short side.
-    window_scales: tuple[float, ...] = DEFAULT_SCALES
+    #: NoDecode: "0.75,0.5" is parsed by the validator below, not as JSON.
+    window_scales: Annotated[tuple[float, ...], NoDecode] = DEFAULT_SCALES
     window_overlap: float = Field(default=DEFAULT_OVERLAP, ge=0.0, lt=1.0)
     max_windows: int = Field(default=DEFAULT_MAX_WINDOWS, ge=0, le=256)
+    #: "relative" (the scales above) or "seed" (the original fixed 224/448 px windows
+    #: every 56 px, hundreds per photo; a reference for the quality benchmark only).
+    window_geometry: WindowGeometry = "relative"
 
     @field_validator("window_scales", mode="before")
     @classmethod
     def _parse_scales(cls, value: object) -> object:
         # Accept "0.75,0.5" from the environment as well as a JSON list.
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return tuple(float(v) for v in value.split(",") if v.strip())
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(float(v) for v in text.split(",") if v.strip())
         return value
 
     def internal_token_value(self) -> str | None:
         token = self.internal_token.get_secret_value() if self.internal_token else ""
         return token or None
+
+
+@functools.cache
+def configured_window_geometry() -> WindowGeometry:
+    """``WINDOW_GEOMETRY`` of this process, read once.
+
+    For code that is handed the scales, overlap and budget but not the geometry's name
+    (the worker's pipeline); everything else reads it from its settings object.
+    """
+    return CommonSettings().window_geometry
+
+
+class QdrantSettings(BaseSettings):
+    """Where the vectors live, for the services that read or write them (search API,
+    workers). Unset ``qdrant_url``: the embedded Qdrant Edge store of the search API."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    #: Qdrant server URL; unset = the embedded Qdrant Edge store under DATA_DIR/index.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    #: Collection settings sent when a collection is created (the server's defaults when
+    #: unset); the API and the workers must agree, since whichever writes first creates it.
+    qdrant_shards: int | None = Field(default=None, ge=1)
+    qdrant_replication_factor: int | None = Field(default=None, ge=1)
+    qdrant_write_consistency: int | None = Field(default=None, ge=1)

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.jobs import JobQueue
 
-from .index_client import IndexClient
+from .direct_index import open_index_writer
 from .settings import WorkerSettings
 from .worker import Worker
 
@@ -64,7 +64,7 @@ async def serve(settings: WorkerSettings) -> None:
     token = settings.internal_token_value()
     redis = Redis.from_url(settings.redis_url)
     encoder = EncoderClient(settings.encoder_url, token, timeout_s=settings.encoder_timeout_s)
-    index = IndexClient(settings.api_internal_url, token)
+    index = open_index_writer(settings, token)
     worker = Worker(settings, JobQueue(redis), encoder, index)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,17 +2,27 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from imgsearch_common.settings import CommonSettings
+from imgsearch_common.settings import CommonSettings, QdrantSettings
 
 
-class WorkerSettings(CommonSettings):
-    #: Where to hand vectors: the search API owns the index (an Edge shard is single-process).
+class WorkerSettings(CommonSettings, QdrantSettings):
+    #: Where to hand vectors when QDRANT_URL is unset: the search API owns the embedded
+    #: index (an Edge shard is single-process). With QDRANT_URL, workers write to Qdrant.
     api_internal_url: str = "http://127.0.0.1:8000"
     #: Images in flight per worker process. Enough to keep the encoder's batcher fed
     #: while this process decodes the next images; more only adds memory.
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     #: Threads that decode and cut windows (Pillow releases the GIL while decoding).
     decode_threads: int = Field(default=2, ge=1, le=64)
+    #: Decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when every window
+    #: still gets at least the model's input size: several times faster on large photos,
+    #: and the crops are cut from those decoded pixels exactly as before.
+    jpeg_draft: bool = True
+    #: An image decoded at more than this many times the resolution its smallest window
+    #: needs (PNG, WebP, huge JPEGs) is shrunk once to that before its windows are cut,
+    #: instead of resizing every window from full size. Changes crop pixels slightly
+    #: (cosine >= 0.9999 measured); 0 = cut every window from the decoded pixels.
+    window_prescale: float = Field(default=2.0, ge=0.0)
     #: Largest file a worker reads, in bytes.
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     #: A job pending this long on a consumer that stopped acknowledging is taken over.

@@ -33,7 +33,7 @@ from imgsearch_common.ids import window_id
 from imgsearch_common.jobs import Delivery, JobQueue
 from imgsearch_common.schemas import PointIn
 
-from .index_client import IndexClient
+from .direct_index import IndexWriter
 from .metrics import WorkerMetrics
 from .pipeline import PreparedImage, prepare_image
 from .settings import WorkerSettings
@@ -47,7 +47,7 @@ class Worker:
         settings: WorkerSettings,
         queue: JobQueue,
         encoder: EncoderClient,
-        index: IndexClient,
+        index: IndexWriter,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -58,6 +58,9 @@ class Worker:
         self.name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Stream entries being handled here; their idle time is reset every maintenance
+        #: round so that other workers do not claim them while this one is alive.
+        self._in_flight: set[str] = set()
         self._image_size = 0
         self.ready = asyncio.Event()
 
@@ -96,6 +99,7 @@ class Worker:
 
     async def _guarded(self, delivery: Delivery) -> None:
         self.metrics.in_flight.inc()
+        self._in_flight.add(delivery.entry_id)
         try:
             await self.handle(delivery)
         except Exception:
@@ -103,12 +107,14 @@ class Worker:
             # pending and is claimed again later. Nothing is lost.
             log.exception("could not record the outcome of job %s", delivery.job.job_id)
         finally:
+            self._in_flight.discard(delivery.entry_id)
             self.metrics.in_flight.dec()
 
     async def _maintenance(self, stop: asyncio.Event) -> None:
         s = self.settings
         while not stop.is_set():
             try:
+                await self.queue.heartbeat(self.name, sorted(self._in_flight))
                 await self.queue.promote_due()
                 free = self._free_slots()
                 if free:
@@ -164,6 +170,8 @@ class Worker:
             scales=s.window_scales,
             overlap=s.window_overlap,
             max_windows=s.max_windows,
+            jpeg_draft=s.jpeg_draft,
+            prescale_factor=s.window_prescale,
         )
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 

@@ -62,6 +62,9 @@ def create_app(
                 replication_factor=settings.qdrant_replication_factor,
                 write_consistency=settings.qdrant_write_consistency,
                 optimize_threshold=settings.edge_optimize_threshold,
+                edge_quantization=settings.edge_quantization,
+                edge_hnsw_ef=settings.edge_hnsw_ef,
+                edge_oversampling=settings.edge_oversampling,
             )
             stack.push_async_callback(store.close)
             encoder = EncoderClient(

@@ -1,27 +1,33 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
-from imgsearch_common.settings import CommonSettings
+from imgsearch_common.settings import CommonSettings, QdrantSettings
+from imgsearch_common.windows import QUERY_WINDOW_MAX, QUERY_WINDOW_SCALES
 
 
-class ApiSettings(CommonSettings):
+class ApiSettings(CommonSettings, QdrantSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     #: When set, write endpoints (indexing) require it as ``X-API-Key`` or a Bearer token.
     api_key: SecretStr | None = None
 
-    #: Qdrant server URL; unset = the embedded Qdrant Edge store under DATA_DIR/index.
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
-    qdrant_shards: int | None = Field(default=None, ge=1)
-    qdrant_replication_factor: int | None = Field(default=None, ge=1)
-    qdrant_write_consistency: int | None = Field(default=None, ge=1)
     #: Edge: build the HNSW index once this many points were added since the last build.
     edge_optimize_threshold: int = Field(default=20_000, ge=1)
+    #: Edge: ``int8`` creates new shards with scalar quantization (int8 vectors in RAM,
+    #: float32 originals on disk for rescoring: about a third of the RAM per vector);
+    #: ``none`` keeps float32 vectors in RAM. Existing shards keep how they were created.
+    edge_quantization: Literal["none", "int8"] = "none"
+    #: Edge: search beam width of the HNSW graph (unset: Qdrant's default). Larger:
+    #: better recall, slower queries (figures in benchmarks/README.md).
+    edge_hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
+    #: Edge with int8: candidates fetched per result by int8 score before rescoring.
+    edge_oversampling: float | None = Field(default=None, ge=1.0, le=16.0)
 
     #: Where uploaded and URL-fetched images are kept (workers read them from here).
     upload_dir: Path | None = None
@@ -33,21 +39,69 @@ class ApiSettings(CommonSettings):
     url_allow_private: bool = False
     #: Folders that may be queued for indexing (and their sub-folders). Empty = any
     #: folder the server can read — fine on a laptop; set it on a shared server.
-    index_roots: list[Path] = Field(default_factory=list)
+    index_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     #: Window hits fetched per query for partial matching (then grouped per image).
     window_search_limit: int = Field(default=200, ge=1, le=10_000)
     #: How a parent's window scores become one score: "max" (best window) or "seed"
     #: (the original 0.7·max + 0.3·mean + 0.1·frequency). See aggregation.py.
     partial_rule: Literal["max", "seed"] = "max"
+    #: Re-scoring (search.py, stage two): the best this-many pictures of an image query are
+    #: looked at again: the query is located in each picture by pixel correlation
+    #: (locate.py) and the box found is cut, encoded and scored (one encoder call for all).
+    #: Costs about one crop and 30-80 ms of CPU per picture (a 2-core CPU: ~0.7 s per
+    #: query at 8; a GPU: milliseconds), and reads those pictures' files. 0 = off.
+    rescore_top_k: int = Field(default=8, ge=0, le=50)
+    #: Extra re-scoring boxes: the query's shape centred on each picture's best window, at
+    #: these fractions of the window's area (e.g. "1,0.5"). Empty: the located box only.
+    rescore_fractions: Annotated[tuple[float, ...], NoDecode] = ()
+    #: Windows cut from the query in "contains"/"auto" mode: scales of the query's short
+    #: side and the most windows per query (each is one more crop to encode).
+    query_window_scales: Annotated[tuple[float, ...], NoDecode] = QUERY_WINDOW_SCALES
+    query_window_max: int = Field(default=QUERY_WINDOW_MAX, ge=1, le=128)
+    #: The no-match rule: results scoring under this are dropped when a request gives no
+    #: min_score. Unset: keep every result. Scores depend on the weights: a threshold
+    #: measured with CLIP_PRETRAINED=random means nothing for real weights.
+    default_min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+    #: match_mode of image queries that name none: "region", "contains" or "auto".
+    default_match_mode: Literal["auto", "region", "contains"] = "region"
     #: Threads for decoding queries, text removal and other CPU work.
     cpu_threads: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("rescore_fractions", "query_window_scales", mode="before")
+    @classmethod
+    def _split_floats(cls, value: object) -> object:
+        # Accept "1,0.6,0.35" from the environment as well as a JSON list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        return value
+
+    @field_validator("rescore_fractions", "query_window_scales")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0.0 < v <= 1.0 for v in value):
+            raise ValueError("each value must be in (0, 1]")
+        return value
+
+    @field_validator("query_window_scales")
+    @classmethod
+    def _some_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("needs at least one scale")
+        return value
 
     @field_validator("index_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [p for p in value.split(":") if p.strip()]
+        # "/a:/b" from the environment, or a JSON list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p for p in text.split(":") if p.strip()]
         return value
 
     def api_key_value(self) -> str | None:
