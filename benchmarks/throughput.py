@@ -146,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
         },
     }
+    partial = out_dir / "throughput-partial.json"
+
+    def checkpoint() -> None:
+        partial.write_text(json.dumps(results, indent=2, default=str))
+
     try:
-        run_sections(args, plan, device, cache, work, results)
+        run_sections(args, plan, device, cache, work, results, checkpoint)
     finally:
         from .throughput_report import print_table, summarize
 
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         path = out_dir / f"throughput-{stamp}.json"
         path.write_text(json.dumps(results, indent=2, default=str))
         shutil.copyfile(path, out_dir / "throughput-latest.json")
+        partial.unlink(missing_ok=True)
         print_table(rows)
         print(f"\nJSON: {path}  ({results['meta']['wall_s']} s)")
     return 0

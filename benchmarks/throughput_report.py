@@ -184,9 +184,10 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
             for ef, r in cfg["by_hnsw_ef"].items():
                 add(
                     "6 scale",
-                    f"{label}: ef {ef}: recall@10, top10 p50/p99 ms, top200 p50",
-                    f"{r['recall_at_10']:.3f}, {r['top10_ms']['p50']:.2f}"
-                    f"/{r['top10_ms']['p99']:.2f}, {r['top200_ms']['p50']:.2f}",
+                    f"{label}: ef {ef}: recall@10 (images), top10 p50/p99 ms, top200 p50",
+                    f"{r['recall_at_10']:.3f} ({r.get('image_recall_at_10', float('nan')):.3f}),"
+                    f" {r['top10_ms']['p50']:.2f}/{r['top10_ms']['p99']:.2f},"
+                    f" {r['top200_ms']['p50']:.2f}",
                 )
             if best:
                 ef, r = best
@@ -195,6 +196,14 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
                     f"{label}: query p50 ms at recall >= 0.98 (ef {ef})",
                     r["top10_ms"]["p50"],
                     "scale_top10_p50_ms" if n >= 1_000_000 else None,
+                )
+            elif n >= 1_000_000:
+                ef, r = max(cfg["by_hnsw_ef"].items(), key=lambda item: item[1]["recall_at_10"])
+                add(
+                    "6 scale",
+                    f"{label}: best recall@10 reached (ef {ef})",
+                    r["recall_at_10"],
+                    "scale_recall_at_10",
                 )
         extra = scale.get("extrapolated_1m") or {}
         for quant in scale["configs"]:
@@ -207,11 +216,13 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
                 )
                 best = _best_ef(scale["configs"][quant]["by_hnsw_ef"])
                 if best:
+                    # No verdict: recall falls as the index grows (measured: int8 at ef 512
+                    # went from 0.985 at 300 000 vectors to 0.904 at 1M), so only a run at
+                    # 1M (--scale 1000000) can meet or miss the target.
                     add(
                         "6 scale",
-                        f"1M extrapolated, {quant}: p50 ms at ef {best[0]}",
+                        f"1M extrapolated, {quant}: p50 ms at ef {best[0]} (recall not known)",
                         e["top10_p50_ms_by_ef"][best[0]],
-                        "scale_top10_p50_ms",
                     )
     return rows
 

@@ -7,6 +7,7 @@ import gc
 import io
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,10 @@ def run_sections(
     cache: Path,
     work: Path,
     results: dict[str, Any],
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> None:
+    """Run the wanted sections in order; ``checkpoint`` is called after each one (the
+    caller saves what is there, so a run stopped by a time limit keeps its figures)."""
     from . import throughput_model as tm
     from . import throughput_services as ts
 
@@ -86,6 +90,7 @@ def run_sections(
     if "model" in want or "encoder" in want:
         _log(f"model only: batch sizes {plan.batch_sizes}")
         results["model"] = tm.model_only(enc, plan.batch_sizes, plan.model_seconds)
+        checkpoint()
         model_rate = results["model"]["crops_per_s"]
         _log(f"model only: {model_rate} crops/s at batch {results['model']['best_batch']}")
 
@@ -120,6 +125,7 @@ def run_sections(
         if bare and load.get("crops_per_cpu_s"):
             load["cpu_ratio_to_model_only"] = round(load["crops_per_cpu_s"] / bare, 3)
         results["encoder"] = load
+        checkpoint()
         model_rate = ceiling
         _log(
             f"encoder service: {load['crops_per_s']} crops/s = {load['ratio_to_model_only']} "
@@ -129,6 +135,7 @@ def run_sections(
     if "prep" in want:
         _log("decode + windows per image, by option")
         results["prep"] = prep_costs(select(photos, plan.prep_images))
+        checkpoint()
 
     chosen = select(photos, plan.images) if photos else []
     if "indexing" in want:
@@ -151,6 +158,7 @@ def run_sections(
             # Share of all the CPU the stack used that went into the forward pass.
             idx["cpu_efficiency"] = round(idx["crops_per_cpu_s_all_processes"] / bare, 3)
         results["indexing"] = idx
+        checkpoint()
         _log(
             f"indexing: {idx['images_per_s']} images/s, {idx['windows_per_image']} windows/image,"
             f" efficiency {idx.get('efficiency')}"
@@ -167,6 +175,7 @@ def run_sections(
                 results["indexing"]["images_per_s"] / naive["images_per_s"], 2
             )
         results["naive"] = naive
+        checkpoint()
         _log(f"naive: {naive['images_per_s']} images/s")
 
     if "fidelity" in want:
@@ -174,6 +183,7 @@ def run_sections(
         subset += select(photos, plan.fidelity_images - len(subset))
         _log(f"fidelity on {len(subset)} photos")
         results["fidelity"] = tm.fidelity(subset, enc, enc.model, _preprocess(enc))
+        checkpoint()
 
     if enc is not None:
         enc.close()
@@ -197,6 +207,7 @@ def run_sections(
         )
         lat["query_prepare_ms"] = query_prepare_costs(query)
         results["search"] = {"index": built, **lat}
+        checkpoint()
 
     if "scale" in want:
         from .throughput_scale import extrapolate, run_scale
@@ -205,6 +216,7 @@ def run_sections(
         scale = run_scale(work, plan.scale, ["none", "int8"])
         scale["extrapolated_1m"] = extrapolate(scale, 1_000_000)
         results["scale"] = scale
+        checkpoint()
 
 
 def _bare_cpu_rate(results: dict[str, Any], batch: Any) -> float | None:

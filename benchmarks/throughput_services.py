@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import statistics
@@ -362,7 +363,8 @@ async def _index_inprocess(
         max_pixels=10**9,
         **GEOMETRY,
     )
-    with ProcessPoolExecutor(decode_processes) as pool:
+    # Spawned, not forked: this process may hold a CUDA context (the model-only section).
+    with ProcessPoolExecutor(decode_processes, mp_context=mp.get_context("spawn")) as pool:
 
         async def one(photo: Photo) -> None:
             nonlocal windows
