@@ -53,8 +53,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check shared services tests scripts benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format shared services tests scripts
-	$(BIN)/ruff check --fix shared services tests scripts
+	$(BIN)/ruff format shared services tests scripts benchmarks
+	$(BIN)/ruff check --fix shared services tests scripts benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy shared/src services/encoder/src services/search-api/src services/indexer-worker/src

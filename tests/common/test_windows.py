@@ -171,7 +171,7 @@ def test_parent_box_in_query_applies_the_window_transform_to_the_frame() -> None
 
 def test_query_window_boxes_are_denser_and_capped() -> None:
     boxes = query_window_boxes(1280, 800)
-    assert len(boxes) <= 24
+    assert len(boxes) == 16
     sides = sorted({b[2] - b[0] for b in boxes}, reverse=True)
     assert sides == [640, 480, 360, 240]  # 0.8, 0.6, 0.45, 0.3 of the short side
     assert query_window_boxes(1280, 800, scales=(0.5,), max_windows=100) == window_boxes(

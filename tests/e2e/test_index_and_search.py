@@ -107,6 +107,35 @@ def test_quarter_crop_finds_parent_and_region(
     assert not failures, failures
 
 
+def test_contains_mode_finds_a_picture_inside_the_query(
+    client: httpx.Client, indexed: dict[str, Path]
+) -> None:
+    """A screenshot-like query with an indexed photo pasted in it: match_mode=contains finds
+    the photo and says where it is in the query."""
+    failures = []
+    for i, name in enumerate(["astronaut", "coffee", "china"]):
+        img = _decoded(indexed[name])
+        canvas = Image.new("RGB", (1200, 800), (236, 238, 242))
+        pasted = img.resize((img.width * 420 // max(img.size), img.height * 420 // max(img.size)))
+        at = (100 + 300 * i, 120 + 100 * i)
+        canvas.paste(pasted, at)
+        truth = (at[0], at[1], at[0] + pasted.width, at[1] + pasted.height)
+        r = search_image(
+            client, jpeg_bytes(canvas, 85), collection=COLLECTION, match_mode="contains", limit=3
+        )
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        top = results[0]
+        if top["metadata"]["filename"] != indexed[name].name:
+            failures.append((name, [x["metadata"]["filename"] for x in results]))
+            continue
+        assert top["match_type"] == "contains"
+        assert top["query_box"] is not None
+        if box_iou(tuple(top["query_box"]), truth) < 0.5:
+            failures.append((name, "query box", top["query_box"], truth))
+    assert not failures, failures
+
+
 def test_match_mode_is_validated(client: httpx.Client, indexed: dict[str, Path]) -> None:
     data = indexed["coins"].read_bytes()
     r = search_image(client, data, collection=COLLECTION, match_mode="everywhere")

@@ -91,3 +91,5 @@ def test_batch_size_defaults_to_the_device_types_measured_best(
     assert unset.batch_size_for("cpu") == 16
     assert unset.batch_size_for("cuda") == 256
     assert EncoderSettings(max_batch_size=5).batch_size_for("cuda") == 5
+    monkeypatch.setenv("MAX_BATCH_SIZE", "")
+    assert EncoderSettings().batch_size_for("cpu") == 16

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from imgsearch_api.locate import locate, template_sizes
+from imgsearch_api.locate import locate, rectangle_proposals, template_sizes
 from imgsearch_common.windows import box_iou
 
 
@@ -55,3 +55,12 @@ def test_an_unrelated_query_correlates_weakly_and_flat_ones_not_at_all() -> None
     assert found is not None and found.correlation < 0.6
     assert locate(Image.new("RGB", (200, 150), (90, 90, 90)), picture) is None
     assert locate(_texture(64, 64), _texture(8, 8)) is None  # no template size fits
+
+
+def test_rectangle_proposals_outline_a_pasted_picture() -> None:
+    canvas = Image.new("RGB", (1200, 800), (240, 240, 244))
+    canvas.paste(_texture(480, 300, seed=4), (500, 250))
+    boxes = rectangle_proposals(canvas)
+    assert boxes, "no rectangle found"
+    assert box_iou(boxes[0], (500, 250, 980, 550)) > 0.95
+    assert rectangle_proposals(Image.new("RGB", (600, 400), (30, 30, 30))) == []

@@ -40,7 +40,7 @@ REFINE_SHIFT = 0.25
 #: query (each is one more crop to encode per search).
 QUERY_WINDOW_SCALES: tuple[float, ...] = (0.8, 0.6, 0.45, 0.3)
 QUERY_WINDOW_OVERLAP = 0.5
-QUERY_WINDOW_MAX = 24
+QUERY_WINDOW_MAX = 16
 
 
 def axis_positions(length: int, side: int, count: int) -> list[int]:

@@ -34,7 +34,8 @@ class EncoderSettings(CommonSettings):
     # request, but each item then waits for its batch.
     #: Most items (crops or texts) in one forward pass. Larger: more throughput on a GPU,
     #: but more memory and a longer wait for the first request of a batch. Unset: 16 on
-    #: a CPU (where throughput peaks between 8 and 16 and falls beyond) and 256 on CUDA
+    #: a CPU (on 2 cores 16 to 64 are equal within the noise, 8 and below slower; a search
+    #: query arriving during indexing waits for at most one running batch) and 256 on CUDA
     #: (see benchmarks/README.md, "Throughput").
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     #: How long a batch may wait for more items after its first one arrived (ms).
@@ -51,6 +52,12 @@ class EncoderSettings(CommonSettings):
     max_text_chars: int = Field(default=1000, ge=1)
     #: torch intra-op threads; unset: torch's default (one per core).
     torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("max_batch_size", "torch_threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # MAX_BATCH_SIZE= in an .env file means "use the default", not an error.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("clip_pretrained", "clip_model", "device")
     @classmethod

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from imgsearch_common.windows import Box
+from imgsearch_common.windows import Box, box_iou
 
 #: Long side of the searched picture's working copy (px). Larger: finer boxes, slower.
 LOCATE_LONG_SIDE = 320
@@ -175,3 +175,114 @@ def _refine(
     value, x, y, w, h = found
     sx, sy = region.width / rw, region.height / rh
     return value, (nx0 + x * sx, ny0 + y * sy, nx0 + (x + w) * sx, ny0 + (y + h) * sy)
+
+
+# --- rectangles in a query ----------------------------------------------------------------
+
+#: Rectangle proposals: working copy long side (px), the grey-level step that counts as an
+#: edge, the shortest side (fraction of the short side), how much of each side must be edge.
+RECT_LONG_SIDE = 640
+RECT_EDGE_STEP = 6.0
+RECT_MIN_SIDE = 0.15
+RECT_MIN_COVER = 0.75
+RECT_MAX = 10
+#: Edge segments kept per direction (longest first): bounds the pairing work.
+RECT_MAX_SEGMENTS = 60
+
+
+def _runs(mask: np.ndarray, min_len: int) -> list[list[int]]:
+    """``[row, start, end]`` of every run of True of at least ``min_len`` along axis 1."""
+    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+    steps = np.diff(padded, axis=1)
+    out: list[list[int]] = []
+    for row in np.nonzero(steps.any(axis=1))[0]:
+        starts = np.nonzero(steps[row] == 1)[0]
+        ends = np.nonzero(steps[row] == -1)[0]
+        out.extend(
+            [int(row), int(s), int(e)]
+            for s, e in zip(starts, ends, strict=True)
+            if e - s >= min_len
+        )
+    return out
+
+
+def _merge_segments(segments: list[list[int]], tol: int = 2, gap: int = 4) -> list[list[int]]:
+    """Collinear segments (same line within ``tol`` px, ends within ``gap``) merged."""
+    out: list[list[int]] = []
+    for line, a0, a1 in sorted(segments):
+        for seg in out:
+            if abs(seg[0] - line) <= tol and a0 <= seg[2] + gap and a1 >= seg[1] - gap:
+                seg[1], seg[2] = min(seg[1], a0), max(seg[2], a1)
+                break
+        else:
+            out.append([line, a0, a1])
+    return out
+
+
+def _cover(segments: list[list[int]], line: int, a0: int, a1: int, tol: int) -> float:
+    """The largest share of ``a0..a1`` that one segment near ``line`` covers."""
+    best = 0.0
+    for at, s0, s1 in segments:
+        if abs(at - line) <= tol:
+            best = max(best, (min(s1, a1) - max(s0, a0)) / max(1, a1 - a0))
+    return best
+
+
+def rectangle_proposals(img: Image.Image, *, max_boxes: int = RECT_MAX) -> list[Box]:
+    """Axis-aligned rectangles outlined by straight edges: where a screenshot or a collage
+    may show a picture (``img``'s pixels, best first, overlapping ones dropped).
+
+    A query window only matches a picture's vector when it is aligned with the picture to a
+    few percent; a grid of windows rarely is, a detected outline is by construction.
+    Straight horizontal and vertical edge segments are found on a small grey copy (runs of
+    grey-level steps of at least ``RECT_EDGE_STEP``); two vertical segments and the two
+    horizontal ones joining their ends, each covering ``RECT_MIN_COVER`` of its side, make a
+    rectangle.
+    """
+    width, height = img.size
+    f = min(1.0, RECT_LONG_SIDE / max(width, height))
+    w, h = max(1, round(width * f)), max(1, round(height * f))
+    grey = cv2.GaussianBlur(_grey(img, (w, h)), (3, 3), 0)
+    min_len = max(8, int(RECT_MIN_SIDE * min(w, h)))
+    step_h = np.zeros_like(grey)
+    step_h[1:] = np.abs(grey[1:] - grey[:-1])
+    step_v = np.zeros_like(grey)
+    step_v[:, 1:] = np.abs(grey[:, 1:] - grey[:, :-1])
+    close_h = np.ones((1, 7), np.uint8)
+    close_v = np.ones((7, 1), np.uint8)
+    mask_h = cv2.morphologyEx((step_h > RECT_EDGE_STEP).astype(np.uint8), cv2.MORPH_CLOSE, close_h)
+    mask_v = cv2.morphologyEx((step_v > RECT_EDGE_STEP).astype(np.uint8), cv2.MORPH_CLOSE, close_v)
+    horizontal = _merge_segments(_runs(mask_h.astype(bool), min_len))
+    vertical = _merge_segments(_runs(mask_v.astype(bool).T, min_len))
+    horizontal = sorted(horizontal, key=lambda s: s[1] - s[2])[:RECT_MAX_SEGMENTS]
+    vertical = sorted(sorted(vertical, key=lambda s: s[1] - s[2])[:RECT_MAX_SEGMENTS])
+    tol = 3
+    found: list[tuple[float, int, Box]] = []
+    for xl, l0, l1 in vertical:
+        for xr, r0, r1 in vertical:
+            if xr - xl < min_len or min(l1, r1) - max(l0, r0) < min_len:
+                continue
+            for top in {l0, r0}:
+                for bottom in {l1, r1}:
+                    if bottom - top < min_len:
+                        continue
+                    span = bottom - top
+                    cover = min(
+                        _cover(horizontal, top, xl, xr, tol),
+                        _cover(horizontal, bottom, xl, xr, tol),
+                        (min(l1, bottom) - max(l0, top)) / span,
+                        (min(r1, bottom) - max(r0, top)) / span,
+                    )
+                    if cover >= RECT_MIN_COVER:
+                        found.append((round(cover, 1), (xr - xl) * span, (xl, top, xr, bottom)))
+    found.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    kept: list[Box] = []
+    for _, _, box in found:
+        if all(box_iou(box, other) < 0.7 for other in kept):
+            kept.append(box)
+        if len(kept) >= max_boxes:
+            break
+    return [
+        (round(x0 / f), round(y0 / f), min(width, round(x1 / f)), min(height, round(y1 / f)))
+        for x0, y0, x1, y1 in kept
+    ]

@@ -1,19 +1,25 @@
 """The search path: query → vectors → hits → aggregation → re-scoring → results.
 
 Stage one is a fixed number of calls whatever the index holds: the query's views (its
-centre view, plus windows cut from the query in ``contains``/``auto`` mode) go to the
-encoder in **one** batched call; full-image and window searches run concurrently, each
+centre view, plus, in ``contains``/``auto`` mode, the rectangles outlined in the query
+(``locate.rectangle_proposals``) and a grid of query windows) go to the encoder in **one**
+batched call; full-image and window searches run concurrently, each
 **one** batched store call for all the query's vectors; ``aggregation`` ranks the pictures.
 
-Stage two (*re-scoring*, image queries with partial matching, ``RESCORE_TOP_K`` > 0)
-looks again at the best few pictures: around the region each one matched (its best window,
-or the whole picture) it cuts boxes with the query's aspect ratio at a few sizes and
-offsets (``windows.refine_boxes``), encodes them all in one more encoder call and keeps
-each picture's best box. Indexed windows are coarse (at most ``MAX_WINDOWS`` per picture),
-so a small crop only half-fills its best window; a box cut to the query's shape matches it
-much more closely, which both separates the true parent from look-alikes and gives a tight
-matched box. It reads the top pictures' files (the ones the index records); a picture whose
-file cannot be read keeps its first-stage score.
+Stage two (*re-scoring*, image queries, ``RESCORE_TOP_K`` > 0, with partial matching or
+query windows) looks again at the best ``RESCORE_TOP_K`` pictures. Indexed windows are
+coarse (at most ``MAX_WINDOWS`` per picture): a small crop only half-fills its best window,
+and on a 2-core CPU there is no budget for the hundreds of windows that would fit it. So,
+for each top picture, the query is *located* in it (``locate.locate``: pixel correlation
+over sizes, then a finer pass), the box found is cut from the picture's file, and all
+these boxes go to the encoder in one more call. A box that beats the picture's first-stage
+score replaces it, and becomes the matched box. For a ``contains`` match it is the other
+way round: the picture is located in the query, and the query's crop there is compared
+with the picture's own view. The model decides, the correlation only proposes: a query
+that is not a copy of part of a picture (another photo of the same thing) gets a poor box
+whose score loses to the first stage's. ``RESCORE_FRACTIONS`` adds boxes of the query's
+shape centred on the best window. A picture whose file cannot be read (moved, or a server
+without the files) keeps its first-stage score.
 
 CPU work (decoding, text removal, enhancement, cutting) runs in a thread pool.
 """
@@ -70,7 +76,7 @@ from .aggregation import (
     merge_matches,
 )
 from .enhance import enhance_image
-from .locate import locate
+from .locate import locate, rectangle_proposals
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +266,18 @@ class SearchService:
         if enhance:
             img = enhance_image(img)
         t2 = time.perf_counter()
-        boxes = (
-            query_window_boxes(
-                img.width, img.height, tune.query_window_scales, tune.query_window_max
+        boxes: list[Box] = []
+        if query_windows:
+            # Outlined rectangles first (aligned with a pasted picture by construction),
+            # then the grid of query windows.
+            boxes = list(
+                dict.fromkeys(
+                    rectangle_proposals(img)
+                    + query_window_boxes(
+                        img.width, img.height, tune.query_window_scales, tune.query_window_max
+                    )
+                )
             )
-            if query_windows
-            else []
-        )
         pixels = np.empty((1 + len(boxes), image_size, image_size, 3), dtype=np.uint8)
         pixels[0] = model_input(img, image_size)
         if boxes:
