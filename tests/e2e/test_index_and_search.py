@@ -136,6 +136,52 @@ def test_contains_mode_finds_a_picture_inside_the_query(
     assert not failures, failures
 
 
+def test_query_box_is_in_the_querys_own_pixels_when_the_query_was_shrunk(
+    client: httpx.Client, indexed: dict[str, Path]
+) -> None:
+    """Text removal works on a copy shrunk to 1024 px; the query box must still be given
+    in the uploaded picture's pixels."""
+    img = _decoded(indexed["astronaut"])
+    canvas = Image.new("RGB", (2400, 1600), (236, 238, 242))
+    pasted = img.resize((840, 840))
+    canvas.paste(pasted, (1200, 500))
+    truth = (1200, 500, 2040, 1340)
+    r = search_image(
+        client,
+        jpeg_bytes(canvas, 85),
+        collection=COLLECTION,
+        match_mode="contains",
+        remove_text=True,
+        limit=3,
+    )
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["metadata"]["filename"] == indexed["astronaut"].name
+    assert top["match_type"] == "contains"
+    assert box_iou(tuple(top["query_box"]), truth) >= 0.5, (top["query_box"], truth)
+
+
+def test_a_large_jpeg_query_finds_its_picture_and_region(
+    client: httpx.Client, indexed: dict[str, Path]
+) -> None:
+    """A region-mode query is decoded at a reduced JPEG scale; results stay right."""
+    img = _decoded(indexed["chelsea"])
+    big = img.resize((img.width * 4, img.height * 4), Image.Resampling.BICUBIC)
+    r = search_image(client, jpeg_bytes(big, 90), collection=COLLECTION, limit=3)
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["metadata"]["filename"] == indexed["chelsea"].name
+    half = img.crop((0, 0, img.width // 2, img.height))
+    big_half = half.resize((half.width * 4, half.height * 4), Image.Resampling.BICUBIC)
+    r = search_image(client, jpeg_bytes(big_half, 90), collection=COLLECTION, limit=3)
+    results = r.json()["results"]
+    ranked = [x["metadata"]["filename"] for x in results]
+    assert indexed["chelsea"].name in ranked, ranked
+    hit = results[ranked.index(indexed["chelsea"].name)]
+    box = tuple(hit["matched_boxes"][0]["box"])
+    assert box_iou(box, (0, 0, img.width // 2, img.height)) >= 0.5, box
+
+
 def test_match_mode_is_validated(client: httpx.Client, indexed: dict[str, Path]) -> None:
     data = indexed["coins"].read_bytes()
     r = search_image(client, data, collection=COLLECTION, match_mode="everywhere")
