@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def run_mode(
     *,
     workers: int,
     extra_env: dict[str, str],
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     spec = MODES[mode]
     data_dir = work / f"data-{mode}"
@@ -139,13 +141,20 @@ def run_mode(
         counts = api.get("/api/status").json()["collections"][COLLECTION]
         index_bytes = _folder_bytes(data_dir / "index")
 
-        log.info("[%s] %d queries", mode, len(queries))
-        outcomes = []
+        log.info("[%s] %d queries, %d in flight", mode, len(queries), concurrency)
         t1 = time.perf_counter()
-        for i, query in enumerate(queries):
-            outcomes.append(_ask(api, query, spec, by_file))
-            if (i + 1) % 50 == 0:
-                log.info("[%s] %d/%d queries", mode, i + 1, len(queries))
+        done = 0
+
+        def ask(query: qd.Query) -> Outcome:
+            nonlocal done
+            outcome = _ask(api, query, spec, by_file)
+            done += 1
+            if done % 50 == 0:
+                log.info("[%s] %d/%d queries", mode, done, len(queries))
+            return outcome
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            outcomes = list(pool.map(ask, queries))
         queries_s = time.perf_counter() - t1
     return {
         "mode": mode,
@@ -162,6 +171,7 @@ def run_mode(
             "photos_per_s": round(counts["full_images"] / index_s, 2) if index_s else None,
         },
         "queries_s": round(queries_s, 1),
+        "queries_in_flight": concurrency,
         "outcomes": [asdict(o) for o in outcomes],
     }
 
@@ -355,6 +365,11 @@ def table(report: dict[str, Any]) -> str:
             f"{_f(overall['latency_p50_ms'], 1):>9}{_f(overall['latency_p95_ms'], 1):>9}"
             f"{_f(overall['aggregate_p50_ms'], 2):>9}{_f(overall.get('rescore_p50_ms'), 1):>13}"
         )
+    flight = {m.get("queries_in_flight", 1) for m in modes.values()}
+    lines.append(
+        f"(latency: client-side, with {'/'.join(map(str, sorted(flight)))} queries in flight)"
+    )
+    lines += ["", *target_lines(report)]
     lines.append("")
     lines.append("no-match rule, thresholds applied to the recorded scores (all families):")
     lines.append(
@@ -367,6 +382,39 @@ def table(report: dict[str, Any]) -> str:
             row += f"{_f(sw['false_match_rate']):>14}{_f(sw['recall@1']):>12}"
         lines.append(row)
     return "\n".join(lines)
+
+
+def target_lines(report: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with its measured value and a verdict (ours vs seed)."""
+    modes = report["modes"]
+    if "ours" not in modes:
+        return []
+    ours = modes["ours"]["figures"]
+    seed = modes.get("seed", {}).get("figures", {})
+
+    def get(figs: dict[str, Any], key: str, name: str) -> float:
+        return float(figs.get(key, {}).get(name) or 0.0)
+
+    rows: list[tuple[str, float, str, bool]] = []
+    for group in ("partial/10%", "partial/25%", "partial/50%"):
+        r1, r5 = get(ours, group, "recall@1"), get(ours, group, "recall@5")
+        rows.append((f"{group} R@1", r1, ">= 0.95", r1 >= 0.95))
+        rows.append((f"{group} R@5", r5, ">= 0.99", r5 >= 0.99))
+    r1 = get(ours, "full", "recall@1")
+    rows.append(("full R@1", r1, ">= 0.99", r1 >= 0.99))
+    iou = get(ours, "partial", "box_iou")
+    rows.append(("partial box IoU (mean)", iou, ">= 0.5", iou >= 0.5))
+    win = float(modes["ours"]["index"]["windows_per_image"])
+    rows.append(("windows per image", win, "<= 16", win <= 16))
+    if "seed" in modes:
+        seed_win = float(modes["seed"]["index"]["windows_per_image"])
+        rows.append(("windows vs seed's", win / seed_win, "<= 0.2", win / seed_win <= 0.2))
+        for fam in ("full", "partial", "contains"):
+            a, b = get(ours, fam, "recall@1"), get(seed, fam, "recall@1")
+            rows.append((f"{fam} R@1 minus seed's", a - b, ">= 0", a >= b))
+    out = [f"{'target':<28}{'measured':>10}  {'wanted':<9}verdict"]
+    out += [f"{n:<28}{v:>10.3f}  {w:<9}{'met' if ok else 'MISSED'}" for n, v, w, ok in rows]
+    return out
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -387,6 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--modes", default="ours,seed", help="comma-separated, from: " + ", ".join(MODES)
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="queries in flight (latency figures are measured at this load; 1: one at a time)",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -435,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work,
                 workers=args.workers,
                 extra_env=extra_env if mode == "ours" else {},
+                concurrency=args.concurrency,
             )
             run["figures"] = figures(run["outcomes"])
             run["figures_all"] = figures(

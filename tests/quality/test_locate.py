@@ -64,3 +64,11 @@ def test_rectangle_proposals_outline_a_pasted_picture() -> None:
     assert boxes, "no rectangle found"
     assert box_iou(boxes[0], (500, 250, 980, 550)) > 0.95
     assert rectangle_proposals(Image.new("RGB", (600, 400), (30, 30, 30))) == []
+
+
+def test_rectangle_proposals_use_the_canvas_border() -> None:
+    # A picture pasted in a corner: two of its sides are the canvas's border.
+    canvas = Image.new("RGB", (1200, 800), (30, 32, 36))
+    canvas.paste(_texture(400, 300, seed=5), (800, 500))
+    boxes = rectangle_proposals(canvas)
+    assert boxes and box_iou(boxes[0], (800, 500, 1200, 800)) > 0.95

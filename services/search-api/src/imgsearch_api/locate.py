@@ -179,53 +179,60 @@ def _refine(
 
 # --- rectangles in a query ----------------------------------------------------------------
 
-#: Rectangle proposals: working copy long side (px), the grey-level step that counts as an
-#: edge, the shortest side (fraction of the short side), how much of each side must be edge.
+#: Rectangle proposals: working copy long side (px), the colour step (0–255, largest over
+#: the channels) that counts as an edge, the shortest side (fraction of the short side), how
+#: much of each side must be edge, most proposals, candidate lines kept per direction.
 RECT_LONG_SIDE = 640
-RECT_EDGE_STEP = 6.0
+RECT_EDGE_STEP = 8.0
 RECT_MIN_SIDE = 0.15
-RECT_MIN_COVER = 0.75
+RECT_MIN_COVER = 0.7
+RECT_WEAK_SIDE = 0.4
 RECT_MAX = 10
-#: Edge segments kept per direction (longest first): bounds the pairing work.
-RECT_MAX_SEGMENTS = 60
+RECT_MAX_LINES = 32
+RECT_RANKED = 400
 
 
-def _runs(mask: np.ndarray, min_len: int) -> list[list[int]]:
-    """``[row, start, end]`` of every run of True of at least ``min_len`` along axis 1."""
-    padded = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+def _candidate_lines(edges: np.ndarray, min_len: int, keep: int) -> list[int]:
+    """Rows of ``edges`` (bool, one row per line position) holding a run of at least
+    ``min_len`` edge pixels, longest run first, one per ±2 px, at most ``keep``."""
+    padded = np.pad(edges.astype(np.int8), ((0, 0), (1, 1)))
     steps = np.diff(padded, axis=1)
-    out: list[list[int]] = []
+    longest: dict[int, int] = {}
     for row in np.nonzero(steps.any(axis=1))[0]:
         starts = np.nonzero(steps[row] == 1)[0]
         ends = np.nonzero(steps[row] == -1)[0]
-        out.extend(
-            [int(row), int(s), int(e)]
-            for s, e in zip(starts, ends, strict=True)
-            if e - s >= min_len
-        )
-    return out
+        run = int((ends - starts).max())
+        if run >= min_len:
+            longest[int(row)] = run
+    # The first and last lines are the canvas's border: always candidates, exactly there.
+    kept: list[int] = [0, edges.shape[0] - 1]
+    for line in sorted(longest, key=lambda r: (-longest[r], r)):
+        if all(abs(line - k) > 2 for k in kept):
+            kept.append(line)
+        if len(kept) >= keep + 2:
+            break
+    return sorted(kept)
 
 
-def _merge_segments(segments: list[list[int]], tol: int = 2, gap: int = 4) -> list[list[int]]:
-    """Collinear segments (same line within ``tol`` px, ends within ``gap``) merged."""
-    out: list[list[int]] = []
-    for line, a0, a1 in sorted(segments):
-        for seg in out:
-            if abs(seg[0] - line) <= tol and a0 <= seg[2] + gap and a1 >= seg[1] - gap:
-                seg[1], seg[2] = min(seg[1], a0), max(seg[2], a1)
-                break
-        else:
-            out.append([line, a0, a1])
-    return out
+def _side_cover(edges: np.ndarray, lines: list[int], ends: np.ndarray) -> np.ndarray:
+    """``out[k, i, j]``: the share of line ``lines[k]`` of ``edges`` between positions
+    ``ends[i]`` and ``ends[j]`` that is edge (0 where j <= i)."""
+    cum = np.zeros((edges.shape[0], edges.shape[1] + 1), np.float32)
+    cum[:, 1:] = np.cumsum(edges, axis=1)
+    rows = cum[lines][:, ends]  # (lines, ends)
+    length = (ends[None, :] - ends[:, None]).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (rows[:, None, :] - rows[:, :, None]) / length[None]
+    return np.where(length[None] > 0, out, 0.0)
 
 
-def _cover(segments: list[list[int]], line: int, a0: int, a1: int, tol: int) -> float:
-    """The largest share of ``a0..a1`` that one segment near ``line`` covers."""
-    best = 0.0
-    for at, s0, s1 in segments:
-        if abs(at - line) <= tol:
-            best = max(best, (min(s1, a1) - max(s0, a0)) / max(1, a1 - a0))
-    return best
+def _ridge(step: np.ndarray) -> np.ndarray:
+    """Where ``step`` (colour change between consecutive lines, one row per line) is at
+    least ``RECT_EDGE_STEP`` and no smaller than on the lines either side: an outline is a
+    sharp ridge along one line, a texture's gradient is spread over several, so its
+    ridges are short and crooked rather than long straight runs."""
+    padded = np.pad(step, ((1, 1), (0, 0)))
+    return (step >= RECT_EDGE_STEP) & (step >= padded[:-2]) & (step > padded[2:])
 
 
 def rectangle_proposals(img: Image.Image, *, max_boxes: int = RECT_MAX) -> list[Box]:
@@ -234,50 +241,79 @@ def rectangle_proposals(img: Image.Image, *, max_boxes: int = RECT_MAX) -> list[
 
     A query window only matches a picture's vector when it is aligned with the picture to a
     few percent; a grid of windows rarely is, a detected outline is by construction.
-    Straight horizontal and vertical edge segments are found on a small grey copy (runs of
-    grey-level steps of at least ``RECT_EDGE_STEP``); two vertical segments and the two
-    horizontal ones joining their ends, each covering ``RECT_MIN_COVER`` of its side, make a
-    rectangle.
+    On a small blurred copy, a pixel is a horizontal (vertical) edge where the colour
+    changes by ``RECT_EDGE_STEP`` from the pixel above (left) and more than on the lines
+    either side (``_ridge``), ±1 px; the canvas's own border counts as an edge (a picture
+    pasted in a corner). The ``RECT_MAX_LINES`` rows and columns holding the longest edge
+    runs are the candidate sides; every rectangle they make is measured directly (the share
+    of each of its four sides that is edge, with prefix sums) and kept when three sides
+    reach ``RECT_MIN_COVER`` and the fourth ``RECT_WEAK_SIDE``; ranked by the mean share.
+    Bands between opposite borders (the canvas itself, a title bar) are not proposals.
+    Measured on the quality benchmark's 52 ``contains`` queries (1280 x 800 screenshots and
+    collages): a proposal within IoU 0.9 of the pasted picture for 35, against 25 for the
+    first version (segment ends paired, grey steps, no ridge test). 70–100 ms a query.
     """
     width, height = img.size
     f = min(1.0, RECT_LONG_SIDE / max(width, height))
     w, h = max(1, round(width * f)), max(1, round(height * f))
-    grey = cv2.GaussianBlur(_grey(img, (w, h)), (3, 3), 0)
+    small = img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BILINEAR)
+    rgb = cv2.GaussianBlur(np.asarray(small.convert("RGB"), dtype=np.float32), (3, 3), 0)
     min_len = max(8, int(RECT_MIN_SIDE * min(w, h)))
-    step_h = np.zeros_like(grey)
-    step_h[1:] = np.abs(grey[1:] - grey[:-1])
-    step_v = np.zeros_like(grey)
-    step_v[:, 1:] = np.abs(grey[:, 1:] - grey[:, :-1])
-    close_h = np.ones((1, 7), np.uint8)
-    close_v = np.ones((7, 1), np.uint8)
-    mask_h = cv2.morphologyEx((step_h > RECT_EDGE_STEP).astype(np.uint8), cv2.MORPH_CLOSE, close_h)
-    mask_v = cv2.morphologyEx((step_v > RECT_EDGE_STEP).astype(np.uint8), cv2.MORPH_CLOSE, close_v)
-    horizontal = _merge_segments(_runs(mask_h.astype(bool), min_len))
-    vertical = _merge_segments(_runs(mask_v.astype(bool).T, min_len))
-    horizontal = sorted(horizontal, key=lambda s: s[1] - s[2])[:RECT_MAX_SEGMENTS]
-    vertical = sorted(sorted(vertical, key=lambda s: s[1] - s[2])[:RECT_MAX_SEGMENTS])
-    tol = 3
-    found: list[tuple[float, int, Box]] = []
-    for xl, l0, l1 in vertical:
-        for xr, r0, r1 in vertical:
-            if xr - xl < min_len or min(l1, r1) - max(l0, r0) < min_len:
-                continue
-            for top in {l0, r0}:
-                for bottom in {l1, r1}:
-                    if bottom - top < min_len:
-                        continue
-                    span = bottom - top
-                    cover = min(
-                        _cover(horizontal, top, xl, xr, tol),
-                        _cover(horizontal, bottom, xl, xr, tol),
-                        (min(l1, bottom) - max(l0, top)) / span,
-                        (min(r1, bottom) - max(r0, top)) / span,
-                    )
-                    if cover >= RECT_MIN_COVER:
-                        found.append((round(cover, 1), (xr - xl) * span, (xl, top, xr, bottom)))
-    found.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    # Line y of edge_h lies between pixel rows y-1 and y (0 and h: the canvas's border).
+    edge_h = np.ones((h + 1, w), bool)
+    edge_h[1:h] = _ridge(np.abs(rgb[1:] - rgb[:-1]).max(axis=2))
+    edge_v = np.ones((w + 1, h), bool)
+    edge_v[1:w] = _ridge(np.abs(rgb[:, 1:] - rgb[:, :-1]).max(axis=2).T)
+    # ±1 px: a side may fall between two rows of the working copy. (Dilation reaches the
+    # border lines' neighbours; the border itself stays the exact first and last line.)
+    edge_h = cv2.dilate(edge_h.astype(np.uint8), np.ones((3, 1), np.uint8)).astype(bool)
+    edge_v = cv2.dilate(edge_v.astype(np.uint8), np.ones((3, 1), np.uint8)).astype(bool)
+    rows = _candidate_lines(edge_h, min_len, RECT_MAX_LINES)
+    cols = _candidate_lines(edge_v, min_len, RECT_MAX_LINES)
+    if len(rows) < 2 or len(cols) < 2:
+        return []
+    ys, xs = np.array(rows), np.array(cols)
+    cover_h = _side_cover(edge_h, rows, xs)  # (rows, cols, cols)
+    cover_v = _side_cover(edge_v, cols, ys)  # (cols, rows, rows)
+    # sides[k, t, b, l, r]: the share of edge along side k of rectangle (l, t, r, b).
+    shape = (len(rows), len(rows), len(cols), len(cols))
+    sides = np.stack(
+        [
+            np.broadcast_to(cover_h[:, None, :, :], shape),
+            np.broadcast_to(cover_h[None, :, :, :], shape),
+            np.broadcast_to(cover_v.transpose(1, 2, 0)[:, :, :, None], shape),
+            np.broadcast_to(cover_v.transpose(1, 2, 0)[:, :, None, :], shape),
+        ]
+    )
+    sides.sort(axis=0)
+    # Three sides well outlined; the fourth may fade into the background (a picture whose
+    # border looks like the canvas) but must still show.
+    outlined = (sides[1] >= RECT_MIN_COVER) & (sides[0] >= RECT_WEAK_SIDE)
+    mean = sides.mean(axis=0)
+    big = (ys[None, :] - ys[:, None] >= min_len)[:, :, None, None] & (
+        xs[None, :] - xs[:, None] >= min_len
+    )[None, None, :, :]
+    # Not a band between two opposite borders of the canvas (the canvas itself, a title
+    # bar): a pasted picture touches at most two adjacent borders.
+    across_h = (ys[:, None] == 0) & (ys[None, :] == h)
+    across_w = (xs[:, None] == 0) & (xs[None, :] == w)
+    big &= ~across_h[:, :, None, None] & ~across_w[None, None, :, :]
+    # Best outlined first (the mean share of edge along the four sides; ties: the larger).
+    # A texture outlines thousands: only the best RECT_RANKED are ranked.
+    found = np.argwhere(big & outlined)
+    if len(found) > RECT_RANKED:
+        means = mean[tuple(found.T)]
+        found = found[np.argpartition(-means, RECT_RANKED)[:RECT_RANKED]]
+    order = sorted(
+        (
+            -float(mean[t, b, x0, x1]),
+            -int((xs[x1] - xs[x0]) * (ys[b] - ys[t])),
+            (int(xs[x0]), int(ys[t]), int(xs[x1]), int(ys[b])),
+        )
+        for t, b, x0, x1 in found
+    )
     kept: list[Box] = []
-    for _, _, box in found:
+    for _, _, box in order:
         if all(box_iou(box, other) < 0.7 for other in kept):
             kept.append(box)
         if len(kept) >= max_boxes:
