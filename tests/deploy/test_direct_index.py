@@ -30,6 +30,8 @@ class Target:
     qdrant_shards: int | None = None
     qdrant_replication_factor: int | None = None
     qdrant_write_consistency: int | None = None
+    hnsw_m: int = 32
+    hnsw_ef_construct: int = 128
 
 
 def points(rng: np.random.Generator) -> tuple[list[PointIn], list[PointIn]]:

@@ -56,6 +56,7 @@ async def test_the_search_api_creates_collections_with_the_cluster_settings(
     assert kwargs["shard_number"] == 6
     assert kwargs["replication_factor"] == 2
     assert kwargs["write_consistency_factor"] == 1
+    assert (kwargs["hnsw_config"].m, kwargs["hnsw_config"].ef_construct) == (32, 128)
     assert not (tmp_path / "index").exists()  # the embedded store was not opened
 
 
@@ -70,6 +71,8 @@ class WorkerIndexSettings:
     qdrant_shards: int | None
     qdrant_replication_factor: int | None
     qdrant_write_consistency: int | None
+    hnsw_m: int
+    hnsw_ef_construct: int
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> WorkerIndexSettings:
@@ -80,6 +83,8 @@ class WorkerIndexSettings:
             qdrant_shards=int(env["QDRANT_SHARDS"]),
             qdrant_replication_factor=int(env["QDRANT_REPLICATION_FACTOR"]),
             qdrant_write_consistency=int(env["QDRANT_WRITE_CONSISTENCY"]),
+            hnsw_m=int(env.get("HNSW_M", "32")),
+            hnsw_ef_construct=int(env.get("HNSW_EF_CONSTRUCT", "128")),
         )
 
 
@@ -91,7 +96,7 @@ async def test_a_worker_writing_directly_creates_collections_the_same_way() -> N
     from ..vectorstore.test_vectorstore_server import FakeQdrant
 
     settings = WorkerIndexSettings.from_env(
-        cluster_env("indexer-worker", QDRANT_WRITE_CONSISTENCY="2")
+        cluster_env("indexer-worker", QDRANT_WRITE_CONSISTENCY="2") | {"HNSW_M": "24"}
     )
     fake = FakeQdrant()
     writer = open_index_writer(settings, "token", transport=httpx.MockTransport(fake))
@@ -112,4 +117,5 @@ async def test_a_worker_writing_directly_creates_collections_the_same_way() -> N
         [created] = fake.bodies("PUT", f"/collections/imgsearch_default__{kind}")
         assert (created["shard_number"], created["replication_factor"]) == (6, 2)
         assert created["write_consistency_factor"] == 2
+        assert created["hnsw_config"] == {"m": 24, "ef_construct": 128}
     assert all(r.headers["api-key"] == FAKE_SECRETS["QDRANT_API_KEY"] for r in fake.requests)

@@ -49,6 +49,8 @@ class IndexTargetSettings(Protocol):
     qdrant_shards: int | None
     qdrant_replication_factor: int | None
     qdrant_write_consistency: int | None
+    hnsw_m: int
+    hnsw_ef_construct: int
 
 
 class DirectIndexWriter:
@@ -90,6 +92,8 @@ def open_index_writer(
         shards=settings.qdrant_shards,
         replication_factor=settings.qdrant_replication_factor,
         write_consistency=settings.qdrant_write_consistency,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construct=settings.hnsw_ef_construct,
         transport=transport,
     )
     return DirectIndexWriter(store)

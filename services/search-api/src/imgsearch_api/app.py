@@ -61,6 +61,8 @@ def create_app(
                 shards=settings.qdrant_shards,
                 replication_factor=settings.qdrant_replication_factor,
                 write_consistency=settings.qdrant_write_consistency,
+                hnsw_m=settings.hnsw_m,
+                hnsw_ef_construct=settings.hnsw_ef_construct,
                 optimize_threshold=settings.edge_optimize_threshold,
                 edge_quantization=settings.edge_quantization,
                 edge_hnsw_ef=settings.edge_hnsw_ef,
