@@ -259,8 +259,8 @@ def run_scale(
     n: int,
     quantizations: Sequence[str],
     *,
-    hnsw_m: int = 16,
-    hnsw_ef_construct: int = 100,
+    hnsw_m: int = 32,
+    hnsw_ef_construct: int = 128,
     timeout_s: float = 3600,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"vectors": n, "dim": DIM, "configs": {}}
@@ -319,7 +319,8 @@ def main(argv: Sequence[str]) -> None:
     rss_only = "--rss-only" in argv
     options = dict(a.lstrip("-").split("=", 1) for a in argv[4:] if "=" in a)
     if phase == "build":
-        m, efc = int(options.get("m", 16)), int(options.get("ef-construct", 100))
+        # The product's defaults for new collections (HNSW_M, HNSW_EF_CONSTRUCT).
+        m, efc = int(options.get("m", 32)), int(options.get("ef-construct", 128))
         result = asyncio.run(_build(root, n, quant, m, efc))
     else:
         result = _query(root, n, quant, rss_only=rss_only)
