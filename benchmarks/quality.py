@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=2,
+        default=1,
         help="queries in flight (latency figures are measured at this load; 1: one at a time)",
     )
     parser.add_argument(

@@ -448,11 +448,8 @@ class SearchService:
             n = len(c.pixels)
             block = vectors[at : at + n]
             at += n
-            if c.contains:
-                # Pairs: (query crop, the picture's own view); their similarity.
-                scores = np.einsum("ij,ij->i", block[0::2], block[1::2])
-            else:
-                scores = block @ vector
+            # Contains: the picture's own view first, then the query's crops.
+            scores = block[1:] @ block[0] if c.contains else block @ vector
             best = int(np.argmax(scores))
             out[c.image_id] = Rescore(
                 c.image_id,
@@ -484,11 +481,12 @@ class SearchService:
             if found is not None:
                 frames.insert(0, found.box)
             frames = list(dict.fromkeys(b for b in frames if b[2] > b[0] and b[3] > b[1]))
-            view = model_input(picture, image_size)
-            pixels = np.empty((2 * len(frames), image_size, image_size, 3), dtype=np.uint8)
+            if not frames:
+                return None
+            pixels = np.empty((1 + len(frames), image_size, image_size, 3), dtype=np.uint8)
+            pixels[0] = model_input(picture, image_size)
             for i, frame in enumerate(frames):
-                pixels[2 * i] = model_input(query.image.crop(frame), image_size)
-                pixels[2 * i + 1] = view
+                pixels[1 + i] = model_input(query.image.crop(frame), image_size)
             full = (0, 0, size[0], size[1])
             return Candidates(r.image_id, pixels, [full] * len(frames), frames, contains=True)
         region = r.partial.boxes[0][0] if r.partial and r.partial.boxes else (0, 0, *size)
@@ -532,7 +530,8 @@ class SearchService:
 @dataclass
 class Candidates:
     image_id: str
-    #: Region: one model input per box. Contains: (query crop, picture view) pairs.
+    #: Region: one model input per box. Contains: the picture's view, then one query crop
+    #: per box.
     pixels: np.ndarray
     #: The picture's pixels each candidate stands for.
     boxes: list[Box]
