@@ -41,8 +41,8 @@ from typing import Any
 import httpx
 
 from benchmarks import quality_data as qd
-from imgsearch_common.devstack import LocalStack, StackConfig, free_port
-from imgsearch_common.schemas import BatchStatus, SearchResponse
+from imgsearch_common.devstack import LocalStack, StackConfig, free_port, wait_batch
+from imgsearch_common.schemas import SearchResponse
 from imgsearch_common.settings import CommonSettings
 from imgsearch_common.windows import box_iou
 
@@ -134,7 +134,7 @@ def run_mode(
         t0 = time.perf_counter()
         r = api.post("/api/index/folder", json={"path": str(photos_dir), "collection": COLLECTION})
         r.raise_for_status()
-        status = _wait_batch(api, r.json()["batch_id"])
+        status = wait_batch(api, r.json()["batch_id"], timeout=3600.0, poll_s=0.5)
         index_s = time.perf_counter() - t0
         if status.failed:
             raise RuntimeError(f"[{mode}] {status.failed} photos failed to index: {status.errors}")
@@ -143,18 +143,13 @@ def run_mode(
 
         log.info("[%s] %d queries, %d in flight", mode, len(queries), concurrency)
         t1 = time.perf_counter()
-        done = 0
-
-        def ask(query: qd.Query) -> Outcome:
-            nonlocal done
-            outcome = _ask(api, query, spec, by_file)
-            done += 1
-            if done % 50 == 0:
-                log.info("[%s] %d/%d queries", mode, done, len(queries))
-            return outcome
-
+        outcomes = []
         with ThreadPoolExecutor(concurrency) as pool:
-            outcomes = list(pool.map(ask, queries))
+            asked = pool.map(lambda q: _ask(api, q, spec, by_file), queries)
+            for outcome in asked:  # in query order, as they finish
+                outcomes.append(outcome)
+                if len(outcomes) % 50 == 0:
+                    log.info("[%s] %d/%d queries", mode, len(outcomes), len(queries))
         queries_s = time.perf_counter() - t1
     return {
         "mode": mode,
@@ -226,19 +221,6 @@ def _iou(box: Sequence[int] | None, truth: Sequence[int] | None) -> float | None
     a = (box[0], box[1], box[2], box[3])
     b = (truth[0], truth[1], truth[2], truth[3])
     return round(box_iou(a, b), 4)
-
-
-def _wait_batch(api: httpx.Client, batch_id: str, timeout: float = 3600.0) -> BatchStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = api.get(f"/api/index/batches/{batch_id}")
-        r.raise_for_status()
-        status = BatchStatus.model_validate(r.json())
-        if status.finished:
-            return status
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"indexing did not finish in {timeout:.0f} s: {status}")
-        time.sleep(0.5)
 
 
 def _folder_bytes(folder: Path) -> int:

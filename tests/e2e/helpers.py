@@ -2,26 +2,14 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 
 import httpx
 from PIL import Image
 
-from imgsearch_common.schemas import BatchStatus
+from imgsearch_common.devstack import wait_batch
 
-
-def wait_batch(client: httpx.Client, batch_id: str, timeout: float = 600.0) -> BatchStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = client.get(f"/api/index/batches/{batch_id}")
-        r.raise_for_status()
-        status = BatchStatus.model_validate(r.json())
-        if status.finished:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"batch not finished in {timeout} s: {status}")
-        time.sleep(0.3)
+__all__ = ["jpeg_bytes", "png_bomb", "search_image", "wait_batch"]
 
 
 def jpeg_bytes(img: Image.Image, quality: int = 70) -> bytes:

@@ -23,6 +23,8 @@ from typing import IO
 
 import httpx
 
+from .schemas import BatchStatus
+
 REDIS_HELP = (
     "redis-server was not found on the PATH. Install it (Debian/Ubuntu: "
     "`sudo apt-get install redis-server`; macOS: `brew install redis`) or point "
@@ -263,3 +265,20 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_batch(
+    client: httpx.Client, batch_id: str, *, timeout: float = 600.0, poll_s: float = 0.3
+) -> BatchStatus:
+    """Poll ``GET /api/index/batches/{batch_id}`` on ``client`` (based at the API) until
+    the batch is finished; its last status. Raises TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/index/batches/{batch_id}")
+        r.raise_for_status()
+        status = BatchStatus.model_validate(r.json())
+        if status.finished:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} not finished in {timeout:.0f} s: {status}")
+        time.sleep(poll_s)

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .windows import DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DEFAULT_SCALES, WindowGeometry
+
+
+def env_list(value: object, sep: str = ",", item: Callable[[str], Any] = str) -> object:
+    """A list setting as the environment gives it: a JSON list, or ``sep``-separated items
+    (empty ones dropped), each converted by ``item``. For ``mode="before"`` validators of
+    ``NoDecode`` fields; anything but a string is left for pydantic to check."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item(v) for v in text.split(sep) if v.strip()]
+    return value
 
 
 class CommonSettings(BaseSettings):
@@ -51,12 +64,7 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _parse_scales(cls, value: object) -> object:
         # Accept "0.75,0.5" from the environment as well as a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return tuple(float(v) for v in text.split(",") if v.strip())
-        return value
+        return env_list(value, ",", float)
 
     def internal_token_value(self) -> str | None:
         token = self.internal_token.get_secret_value() if self.internal_token else ""

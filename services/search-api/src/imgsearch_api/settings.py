@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from imgsearch_common.settings import CommonSettings, QdrantSettings
+from imgsearch_common.settings import CommonSettings, QdrantSettings, env_list
 from imgsearch_common.windows import QUERY_WINDOW_MAX, QUERY_WINDOW_SCALES
 
 
@@ -72,12 +71,7 @@ class ApiSettings(CommonSettings, QdrantSettings):
     @classmethod
     def _split_floats(cls, value: object) -> object:
         # Accept "1,0.6,0.35" from the environment as well as a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return tuple(float(v) for v in text.split(",") if v.strip())
-        return value
+        return env_list(value, ",", float)
 
     @field_validator("rescore_fractions", "query_window_scales")
     @classmethod
@@ -97,12 +91,7 @@ class ApiSettings(CommonSettings, QdrantSettings):
     @classmethod
     def _split_roots(cls, value: object) -> object:
         # "/a:/b" from the environment, or a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [p for p in text.split(":") if p.strip()]
-        return value
+        return env_list(value, ":")
 
     def api_key_value(self) -> str | None:
         key = self.api_key.get_secret_value() if self.api_key else ""
