@@ -1,0 +1,298 @@
+"""The Edge back-end's :class:`VectorStore`: the interface on shards, and their registry.
+
+It composes the parts of this package: the index lock (:mod:`.lock`), the one Edge thread
+every call runs on (:mod:`.calls`), the shards (:mod:`.shards`) and the optimiser
+(:mod:`.optimizer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from qdrant_edge import (
+    CountRequest,
+    EdgeConfig,
+    FieldCondition,
+    Filter,
+    MatchValue,
+    Point,
+    QuantizationSearchParams,
+    Query,
+    QueryBatchRequest,
+    QueryRequest,
+    SearchParams,
+    UpdateOperation,
+)
+
+from ...ids import validate_collection
+from .._util import (
+    PARENT_ID,
+    check_target,
+    common_dim,
+    in_request_order,
+    vector_list,
+    vector_lists,
+)
+from ..base import KINDS, Hit, Kind, PointRecord, VectorStore
+from .calls import EdgeThread
+from .lock import acquire_lock, release_lock
+from .optimizer import Optimizer, recover
+from .shards import (
+    QUANTIZATIONS,
+    Quantization,
+    Shard,
+    ShardSettings,
+    apply,
+    close_shards,
+    list_collections,
+    open_shard,
+)
+
+
+class EdgeVectorStore(VectorStore):
+    """Vector store on embedded Qdrant Edge shards under ``root``.
+
+    Shards open lazily on first use and stay open until :meth:`close`. After an upsert,
+    once ``optimize_threshold`` points were added to a shard since its last optimize, one
+    background optimize of that shard starts (``None`` turns that off). With
+    ``optimize_in_subprocess=False`` the HNSW build runs in the worker thread instead and
+    freezes the process for its duration (see :mod:`.optimizer`).
+
+    ``full_scan_threshold_kb`` and ``indexing_threshold_kb`` are Qdrant's segment sizes
+    below which search is brute force and no HNSW graph is built (defaults 10 000 KB,
+    about 5 000 vectors of 512 floats).
+
+    ``quantization="int8"`` creates *new* shards with scalar quantization (see
+    :data:`Quantization`; shards that exist keep the configuration they were created
+    with). ``hnsw_ef`` is the search-time beam width (``None``: Qdrant's default);
+    ``oversampling`` fetches that many times ``limit`` candidates by their int8 scores
+    before rescoring them with the float32 vectors. Figures for 1M vectors in
+    benchmarks/README.md ("Throughput") and deploy/CAPACITY.md.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+        full_scan_threshold_kb: int = 10_000,
+        indexing_threshold_kb: int | None = None,
+        optimize_threshold: int | None = 20_000,
+        optimize_in_subprocess: bool = True,
+        quantization: Quantization = "none",
+        hnsw_ef: int | None = None,
+        oversampling: float | None = None,
+    ) -> None:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+        self.root = Path(root)
+        self._settings = ShardSettings(
+            hnsw_m=hnsw_m,
+            hnsw_ef_construct=hnsw_ef_construct,
+            full_scan_threshold_kb=full_scan_threshold_kb,
+            indexing_threshold_kb=indexing_threshold_kb,
+            quantization=quantization,
+        )
+        self._search_params = _search_params(quantization, hnsw_ef, oversampling)
+        # Locked before anything else touches the directory (see .lock for why).
+        self._lock_fd = acquire_lock(self.root)
+        self._edge = EdgeThread()
+        self._optimizer = Optimizer(
+            self._edge, threshold=optimize_threshold, in_subprocess=optimize_in_subprocess
+        )
+        self._shards: dict[tuple[str, Kind], Shard] = {}
+        self._open_locks: dict[tuple[str, Kind], asyncio.Lock] = {}
+
+    # --- configuration ------------------------------------------------------------------
+
+    def edge_config(self, dim: int) -> EdgeConfig:
+        """The configuration a new shard of vectors of ``dim`` floats is created with."""
+        return self._settings.edge_config(dim)
+
+    # --- the interface --------------------------------------------------------------------
+
+    async def upsert(self, collection: str, kind: Kind, points: Sequence[PointRecord]) -> None:
+        check_target(collection, kind)
+        if not points:
+            return
+        vectors = [vector_list(p.vector) for p in points]
+        dim = common_dim(vectors)
+        sh = await self._shard(collection, kind, create_dim=dim)
+        assert sh is not None
+
+        def build() -> UpdateOperation:
+            pairs = zip(points, vectors, strict=True)
+            return UpdateOperation.upsert_points(
+                [Point(id=p.id, vector=v, payload=p.payload) for p, v in pairs]
+            )
+
+        async with sh.write_lock:
+            await self._edge.call(apply, sh, build)
+        sh.added_since_optimize += len(points)
+        self._optimizer.maybe_start(sh)
+
+    async def search(
+        self,
+        collection: str,
+        kind: Kind,
+        vectors: Sequence[Sequence[float] | np.ndarray],
+        limit: int,
+    ) -> list[list[Hit]]:
+        check_target(collection, kind)
+        queries = vector_lists(vectors)
+        if not queries:
+            return []
+        sh = await self._shard(collection, kind)
+        if sh is None or limit < 1:
+            return [[] for _ in queries]
+
+        def run() -> list[list[Hit]]:
+            batch = QueryBatchRequest(
+                [
+                    QueryRequest(
+                        limit=limit,
+                        query=Query.Nearest(q),
+                        with_payload=True,
+                        params=self._search_params,
+                    )
+                    for q in queries
+                ]
+            )
+            return [
+                [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in hits]
+                for hits in sh.handle.query_batch(batch)
+            ]
+
+        return await self._edge.call(run)
+
+    async def retrieve(self, collection: str, kind: Kind, ids: Sequence[str]) -> list[Hit]:
+        check_target(collection, kind)
+        if not ids:
+            return []
+        sh = await self._shard(collection, kind)
+        if sh is None:
+            return []
+
+        def run() -> list[Hit]:
+            # with_vector must be passed: the 0.9.0 binding requires it despite its stub.
+            records = sh.handle.retrieve(list(ids), True, False)
+            return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+
+        return in_request_order(await self._edge.call(run), ids)
+
+    async def count(self, collection: str, kind: Kind) -> int:
+        check_target(collection, kind)
+        sh = await self._shard(collection, kind)
+        if sh is None:
+            return 0
+        return await self._edge.call(lambda: sh.handle.count(CountRequest(exact=True)))
+
+    async def delete_image(self, collection: str, image_id: str) -> None:
+        validate_collection(collection)
+        full = await self._shard(collection, "full")
+        if full is not None:
+            async with full.write_lock:
+                await self._edge.call(
+                    apply, full, lambda: UpdateOperation.delete_points([image_id])
+                )
+        windows = await self._shard(collection, "window")
+        if windows is not None:
+            by_parent = Filter(must=[FieldCondition(key=PARENT_ID, match=MatchValue(image_id))])
+            async with windows.write_lock:
+                await self._edge.call(
+                    apply,
+                    windows,
+                    lambda: UpdateOperation.delete_points_by_filter(by_parent),
+                )
+
+    async def collections(self) -> list[str]:
+        self._edge.check_open()
+        return await asyncio.to_thread(list_collections, self.root)
+
+    async def optimize(self) -> None:
+        """Build the HNSW index of every shard (waits for a running background build first)."""
+        for name in await self.collections():
+            for kind in KINDS:
+                sh = await self._shard(name, kind)
+                if sh is None:
+                    continue
+                await self._optimizer.optimize_now(sh)
+
+    async def close(self) -> None:
+        if self._edge.closing:
+            return
+        self._edge.begin_close()
+        await self._optimizer.stop(self._shards.values())
+        try:
+            await self._edge.run(self._close_all)
+        finally:
+            self._edge.shutdown()
+            release_lock(self._lock_fd)
+
+    # --- extra, Edge only -------------------------------------------------------------------
+
+    async def shard_info(self, collection: str, kind: Kind) -> dict[str, int] | None:
+        """Points, indexed vectors and segments of one shard (``None`` if it does not exist)."""
+        check_target(collection, kind)
+        sh = await self._shard(collection, kind)
+        if sh is None:
+            return None
+
+        def run() -> dict[str, int]:
+            info = sh.handle.info()
+            return {
+                "points": info.points_count,
+                "indexed_vectors": info.indexed_vectors_count,
+                "segments": info.segments_count,
+            }
+
+        return await self._edge.call(run)
+
+    # --- the shard registry ---------------------------------------------------------------------
+
+    async def _shard(
+        self, collection: str, kind: Kind, *, create_dim: int | None = None
+    ) -> Shard | None:
+        """The open shard; opened from disk, or created when ``create_dim`` is given."""
+        key = (collection, kind)
+        sh = self._shards.get(key)
+        if sh is not None:
+            return sh
+        # One opener per shard: two concurrent first upserts must not both create it.
+        lock = self._open_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            sh = self._shards.get(key)
+            if sh is not None:
+                return sh
+            return await self._edge.call(self._open_or_create, collection, kind, create_dim)
+
+    def _open_or_create(self, collection: str, kind: Kind, create_dim: int | None) -> Shard | None:
+        # Registered here, on the Edge thread, so a close() queued behind this call sees it.
+        path = self.root / collection / kind
+        recover(path)
+        sh = open_shard(collection, kind, path, create_dim, self.edge_config)
+        if sh is not None:
+            self._shards[(collection, kind)] = sh
+        return sh
+
+    def _close_all(self) -> None:
+        try:
+            close_shards(self._shards.values())
+        finally:
+            self._shards.clear()
+
+
+def _search_params(
+    quantization: Quantization, hnsw_ef: int | None, oversampling: float | None
+) -> SearchParams | None:
+    """Search parameters of every query (``None``: Qdrant's defaults)."""
+    quant = None
+    if quantization == "int8" and oversampling is not None:
+        quant = QuantizationSearchParams(rescore=True, oversampling=oversampling)
+    if hnsw_ef is None and quant is None:
+        return None
+    return SearchParams(hnsw_ef=hnsw_ef, quantization=quant)
