@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
-            services/search-api/pyproject.toml services/indexer-worker/pyproject.toml
+            services/search-api/pyproject.toml services/indexer-worker/pyproject.toml \
+            tools/pyproject.toml
 
 .PHONY: install run test lint format typecheck clean bench-quality bench-throughput bench-gpu
 .DEFAULT_GOAL := help
@@ -23,14 +24,14 @@ $(STAMP): $(PROJECTS) requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e shared -e services/encoder -e services/search-api \
-	    -e services/indexer-worker -r requirements-dev.txt
+	    -e services/indexer-worker -e tools -r requirements-dev.txt
 	# Only the PP-OCR detection model file is used from this wheel; its own dependency
 	# on the GUI build of OpenCV would clash with opencv-python-headless.
 	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/python scripts/run_stack.py $(if $(IMAGES_DIR),--images-dir "$(IMAGES_DIR)")
+	$(BIN)/python -m imgsearch_devstack $(if $(IMAGES_DIR),--images-dir "$(IMAGES_DIR)")
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -49,15 +50,16 @@ bench-gpu:
 	bash benchmarks/gpu.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests scripts benchmarks
-	$(BIN)/ruff format --check shared services tests scripts benchmarks
+	$(BIN)/ruff check shared services tests benchmarks tools
+	$(BIN)/ruff format --check shared services tests benchmarks tools
 
 format: $(STAMP)
-	$(BIN)/ruff format shared services tests scripts benchmarks
-	$(BIN)/ruff check --fix shared services tests scripts benchmarks
+	$(BIN)/ruff format shared services tests benchmarks tools
+	$(BIN)/ruff check --fix shared services tests benchmarks tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy shared/src services/encoder/src services/search-api/src services/indexer-worker/src
+	$(BIN)/mypy shared/src services/encoder/src services/search-api/src services/indexer-worker/src \
+	    tools/src
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Retrieval-quality benchmark: does a query find the picture it came from, and where?
 
 A program, not a test (``make bench-quality``; ``BENCH_ARGS=--quick`` for a smoke run). It
-starts the real stack as processes (``devstack.LocalStack``: redis-server, encoder with
+starts the real stack as processes (``imgsearch_devstack.LocalStack``: redis-server, encoder with
 ``CLIP_PRETRAINED=random``, search API, workers) on a fresh data folder, indexes the photo
 set through ``/api/index/folder``, sends every query through ``/api/search/by-image``,
 prints a table and writes ``quality.json`` under ``--out``.
@@ -41,10 +41,10 @@ from typing import Any
 import httpx
 
 from benchmarks import quality_data as qd
-from imgsearch_common.devstack import LocalStack, StackConfig, free_port, wait_batch
 from imgsearch_common.schemas import SearchResponse
 from imgsearch_common.settings import CommonSettings
 from imgsearch_common.windows import box_iou
+from imgsearch_devstack import LocalStack, StackConfig, free_port, wait_batch
 
 log = logging.getLogger("benchmarks.quality")
 

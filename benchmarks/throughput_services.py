@@ -1,4 +1,4 @@
-"""Sections that run the real services as processes (``imgsearch_common.devstack``).
+"""Sections that run the real services as processes (``imgsearch_devstack``).
 
 - :func:`encoder_load` — crops/s through the encoder's HTTP API under concurrent load.
 - :func:`indexing_stack` — a folder through Redis → workers → encoder → search API → Edge.
@@ -28,16 +28,16 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from imgsearch_common.devstack import (
+from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.ids import window_id
+from imgsearch_common.vectorstore import EdgeVectorStore, PointRecord
+from imgsearch_devstack import (
     LocalStack,
     Proc,
     StackConfig,
     free_port,
     start_service,
 )
-from imgsearch_common.encoder_client import EncoderClient
-from imgsearch_common.ids import window_id
-from imgsearch_common.vectorstore import EdgeVectorStore, PointRecord
 from imgsearch_worker.pipeline import prepare_image
 
 from .throughput_data import Photo

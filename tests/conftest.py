@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch_common.devstack import LocalStack, Proc, StackConfig, free_port, start_redis
+from imgsearch_devstack import LocalStack, Proc, StackConfig, free_port, start_redis
 
 TEST_ENV = {
     "CLIP_MODEL": "ViT-B-32",

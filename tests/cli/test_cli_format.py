@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from imgsearch_common.cli import (
+from imgsearch_cli import (
     CliSettings,
     ProgressPrinter,
-    _error_text,
     best_box,
     format_duration,
     format_progress,
@@ -22,11 +21,12 @@ from imgsearch_common.cli import (
     format_status,
     format_summary,
     format_table,
-    main,
     normalise_extensions,
     parse_args,
     printable,
 )
+from imgsearch_cli.__main__ import main
+from imgsearch_cli.client import _error_text
 from imgsearch_common.schemas import BatchStatus, SearchResponse, SearchResult
 
 SETTINGS = CliSettings(imgsearch_api="http://search.local:8000", api_key=None)

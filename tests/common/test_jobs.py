@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from imgsearch_common.devstack import Proc
 from imgsearch_common.jobs import DEAD, DELAYED, JobQueue
+from imgsearch_devstack import Proc
 
 
 @pytest.fixture

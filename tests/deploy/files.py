@@ -166,19 +166,20 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
 
 
 def modules_started_by_devstack() -> set[str]:
-    """The ``python -m`` modules that ``devstack`` (the tests' and ``make run``'s launcher)
-    starts: the literal module argument of each ``start_service`` call."""
-    source = (ROOT / "shared" / "src" / "imgsearch_common" / "devstack.py").read_text()
+    """The ``python -m`` modules that ``imgsearch_devstack`` (the tests' and ``make run``'s
+    launcher) starts: the literal module argument of each ``start_service`` call."""
+    package = ROOT / "tools" / "src" / "imgsearch_devstack"
     modules = set()
-    for node in ast.walk(ast.parse(source)):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "start_service"
-            and len(node.args) >= 2
-            and isinstance(node.args[1], ast.Constant)
-        ):
-            modules.add(str(node.args[1].value))
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "start_service"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                modules.add(str(node.args[1].value))
     return modules
 
 

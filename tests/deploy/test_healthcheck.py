@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from imgsearch_common.devstack import free_port
 from imgsearch_common.healthcheck import main, probe
+from imgsearch_devstack import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from imgsearch_api.app import create_app
 from imgsearch_api.settings import ApiSettings
 from imgsearch_api.state import AppState
-from imgsearch_common.devstack import free_port
 from imgsearch_common.vectorstore import QdrantServerVectorStore
+from imgsearch_devstack import free_port
 
 from .files import CLUSTER, FAKE_SECRETS, environment, load_compose
 

@@ -7,7 +7,7 @@ import zlib
 import httpx
 from PIL import Image
 
-from imgsearch_common.devstack import wait_batch
+from imgsearch_devstack import wait_batch
 
 __all__ = ["jpeg_bytes", "png_bomb", "search_image", "wait_batch"]
 

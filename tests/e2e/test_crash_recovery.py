@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from imgsearch_common.devstack import LocalStack
 from imgsearch_common.imaging import decode_image
 from imgsearch_common.jobs import GROUP, STREAM
 from imgsearch_common.windows import window_boxes
+from imgsearch_devstack import LocalStack
 from tests.e2e.helpers import wait_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch_common.devstack import LocalStack
+from imgsearch_devstack import LocalStack
 from tests.e2e.helpers import png_bomb, wait_batch
 
 pytestmark = [pytest.mark.e2e]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from imgsearch_common.devstack import LocalStack
+from imgsearch_devstack import LocalStack
 from tests.e2e.helpers import png_bomb
 
 pytestmark = [pytest.mark.e2e]

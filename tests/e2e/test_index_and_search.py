@@ -10,9 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from imgsearch_common.devstack import LocalStack
 from imgsearch_common.imaging import decode_image
 from imgsearch_common.windows import box_iou, window_boxes
+from imgsearch_devstack import LocalStack
 from tests.e2e.helpers import jpeg_bytes, search_image, wait_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

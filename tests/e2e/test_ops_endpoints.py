@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 
-from imgsearch_common.devstack import LocalStack, free_port, start_service
+from imgsearch_devstack import LocalStack, free_port, start_service
 
 pytestmark = [pytest.mark.e2e]
 

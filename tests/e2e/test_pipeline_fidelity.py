@@ -24,8 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imgsearch_common.devstack import LocalStack
 from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_devstack import LocalStack
 from imgsearch_worker.pipeline import PreparedImage, prepare_image
 
 pytestmark = [pytest.mark.e2e]

@@ -17,7 +17,7 @@ from PIL import Image
 
 from imgsearch_api.app import create_app
 from imgsearch_api.settings import ApiSettings
-from imgsearch_common.devstack import LocalStack
+from imgsearch_devstack import LocalStack
 
 pytestmark = [pytest.mark.e2e]
 KEY = "test-api-key"

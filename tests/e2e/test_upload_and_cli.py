@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch_common.devstack import LocalStack
+from imgsearch_devstack import LocalStack
 from tests.e2e.helpers import search_image, wait_batch
 
 pytestmark = [pytest.mark.e2e]
@@ -34,7 +34,7 @@ def test_upload_index_then_find_and_serve(stack: LocalStack, photos_dir: Path) -
 
 def _cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imgsearch_common.cli", "--api", stack.api_url, *args],
+        [sys.executable, "-m", "imgsearch_cli", "--api", stack.api_url, *args],
         capture_output=True,
         text=True,
         timeout=300,

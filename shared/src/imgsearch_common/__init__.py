@@ -11,9 +11,12 @@ Public modules, by what they decide:
 - ``jobs``         — the Redis Streams job queue and batch progress.
 - ``vectorstore``  — the vector-store interface and its two back-ends.
 - ``encoder_client`` — client of the encoder's internal API (uint8 pixels in, vectors out).
+- ``backpressure`` — reading a busy server's ``Retry-After`` (how long a caller backs off).
 - ``auth``         — credential checks and internal HTTP clients.
-- ``devstack``     — the whole stack as local processes (``make run`` and the tests).
-- ``cli``          — the ``imgsearch`` command.
+- ``healthcheck``  — the images' ``HEALTHCHECK`` command.
+
+The ``imgsearch`` command and the local stack launcher are not here (every service image
+installs this package): they live in ``tools/`` (``imgsearch_cli``, ``imgsearch_devstack``).
 """
 
 __version__ = "0.1.0"

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from .auth import internal_client
+from .backpressure import retry_after_s
 from .errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -191,17 +192,11 @@ class EncoderClient:
                 last = busy[-1]
                 if last.status_code == 429:
                     raise Overloaded(
-                        "the encoder is overloaded", retry_after=int(_retry_after(last))
+                        "the encoder is overloaded",
+                        retry_after=int(retry_after_s(last.headers, default=1.0)),
                     )
                 raise UpstreamUnavailable(f"encoder error {last.status_code}")
-            wait = min(_retry_after(r) for r in busy)
+            wait = min(retry_after_s(r.headers, default=1.0) for r in busy)
             log.debug("every encoder is busy, retrying in %.1fs", wait)
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return max(0.05, min(float(response.headers.get("Retry-After", "1")), 30.0))
-    except ValueError:
-        return 1.0

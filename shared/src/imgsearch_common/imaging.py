@@ -47,6 +47,15 @@ DEFAULT_EXTENSIONS: tuple[str, ...] = (
 )  # fmt: skip
 DEFAULT_MAX_PIXELS = 80_000_000
 
+
+def dotted_extensions(values: Sequence[str]) -> list[str]:
+    """``["jpg", " .PNG ", ""]`` -> ``[".jpg", ".PNG"]``: stripped, empty ones dropped, a
+    leading dot added where missing. The case is kept: whether to lowercase is the caller's
+    decision (the server matches file names case-insensitively)."""
+    stripped = (value.strip() for value in values)
+    return [value if value.startswith(".") else f".{value}" for value in stripped if value]
+
+
 # A truncated file must fail loudly rather than decode as a partly grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

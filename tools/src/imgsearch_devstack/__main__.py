@@ -1,4 +1,5 @@
-"""``make run``: start Redis, the encoder, the search API and the workers locally.
+"""``make run`` (``python -m imgsearch_devstack``): start Redis, the encoder, the search API
+and the workers locally.
 
 Reads the same environment variables as the services (README lists them).
 With ``--images-dir DIR`` it also queues that folder and shows the progress.
@@ -16,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from imgsearch_common.devstack import LocalStack, StackConfig
+from .stack import LocalStack, StackConfig
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m imgsearch_devstack", description=__doc__)
     parser.add_argument("--images-dir", type=Path, help="queue this folder for indexing")
     parser.add_argument("--collection", default=os.environ.get("COLLECTION", "default"))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
@@ -55,7 +56,7 @@ def main() -> int:
         )
         if args.images_dir:
             cmd = [
-                sys.executable, "-m", "imgsearch_common.cli",
+                sys.executable, "-m", "imgsearch_cli",
                 "--api", stack.api_url, "index", str(args.images_dir.resolve()),
                 "--collection", args.collection,
             ]  # fmt: skip

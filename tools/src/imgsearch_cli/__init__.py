@@ -1,0 +1,80 @@
+"""``imgsearch`` — the command-line client of the search API.
+
+Subcommands::
+
+    imgsearch index DIR [--collection NAME] [--extensions .jpg .png ...] [--no-wait]
+    imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--json] ...
+    imgsearch status
+
+``imgsearch index`` replaces the seed's ``index_and_run.py --images-dir DIR --batch-size N
+--extensions ...``: it asks the server to index a folder on the *server's* disk (usually the
+same machine), then follows the batch with a progress bar until it is finished.
+
+One module per job: ``format`` (what the user reads: small pure functions, tested
+exactly), ``client`` (:class:`ApiClient`, thin HTTP), ``args`` (the command line),
+``polling`` (:func:`follow_batch`, also used by the local launcher), ``commands`` (the
+subcommands) and ``__main__`` (``main``: ``python -m imgsearch_cli``).
+
+Exit codes: 0 success; 1 the batch finished but some files failed; 2 usage, connection or
+server errors; 130 interrupted (the batch keeps running on the server).
+"""
+
+from .args import DEFAULT_API, CliSettings, build_parser, normalise_extensions, parse_args
+from .client import MAX_ATTEMPTS, ApiClient, CliError
+from .commands import (
+    COMMANDS,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    ProgressPrinter,
+    cmd_index,
+    cmd_search,
+    cmd_status,
+)
+from .format import (
+    BAR_WIDTH,
+    best_box,
+    format_box,
+    format_duration,
+    format_progress,
+    format_search_footer,
+    format_status,
+    format_summary,
+    format_table,
+    printable,
+)
+from .polling import MAX_POLL_FAILURES, POLL_INTERVAL_S, follow_batch
+
+__all__ = [
+    "BAR_WIDTH",
+    "COMMANDS",
+    "DEFAULT_API",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "MAX_ATTEMPTS",
+    "MAX_POLL_FAILURES",
+    "POLL_INTERVAL_S",
+    "ApiClient",
+    "CliError",
+    "CliSettings",
+    "ProgressPrinter",
+    "best_box",
+    "build_parser",
+    "cmd_index",
+    "cmd_search",
+    "cmd_status",
+    "follow_batch",
+    "format_box",
+    "format_duration",
+    "format_progress",
+    "format_search_footer",
+    "format_status",
+    "format_summary",
+    "format_table",
+    "normalise_extensions",
+    "parse_args",
+    "printable",
+]

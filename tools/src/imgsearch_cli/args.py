@@ -1,0 +1,203 @@
+"""The ``imgsearch`` command line: its options, their environment defaults, and the
+cross-checks argparse cannot express. Usage errors exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imgsearch_common.ids import DEFAULT_COLLECTION
+from imgsearch_common.imaging import dotted_extensions
+from imgsearch_common.schemas import MAX_LIMIT
+
+DEFAULT_API = "http://localhost:8000"
+
+
+class CliSettings(BaseSettings):
+    """Environment defaults of the client: ``IMGSEARCH_API`` and ``API_KEY``."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    imgsearch_api: str = DEFAULT_API
+    api_key: SecretStr | None = None
+
+
+def normalise_extensions(values: Sequence[str] | None) -> list[str] | None:
+    """``["jpg", ".PNG"]`` -> ``[".jpg", ".PNG"]``: the seed wrote them with a dot."""
+    if values is None:
+        return None
+    return dotted_extensions(values)
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser:
+    settings = settings if settings is not None else CliSettings()
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    # The connection options are accepted before and after the subcommand. The copy on
+    # each subcommand defaults to SUPPRESS: argparse copies a subparser's defaults over
+    # what the main parser already parsed, which would drop `imgsearch --api X status`.
+    def connection_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
+        def default(value: object) -> object:
+            return value if with_defaults else argparse.SUPPRESS
+
+        parser.add_argument(
+            "--api",
+            default=default(settings.imgsearch_api),
+            help=f"base URL of the search API (env IMGSEARCH_API; now {settings.imgsearch_api})",
+        )
+        parser.add_argument(
+            "--api-key",
+            default=default(key),
+            help="API key for indexing, sent as X-API-Key (env API_KEY)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=default(120.0),
+            help="seconds one HTTP request may take (default 120)",
+        )
+
+    common = argparse.ArgumentParser(add_help=False)
+    connection_options(common, with_defaults=False)
+
+    parser = argparse.ArgumentParser(
+        prog="imgsearch",
+        description="Command-line client of the semantic image search API.",
+    )
+    connection_options(parser, with_defaults=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = sub.add_parser(
+        "index",
+        parents=[common],
+        help="index a folder of images and follow the progress",
+        description=(
+            "Ask the server to index every image in a folder and show the progress until the "
+            "batch is finished. DIR is a path on the server's disk; it is sent as an absolute "
+            "path, so run this on the server's machine or give the server's path. "
+            "Replaces the seed's: index_and_run.py --images-dir DIR --batch-size N "
+            "--extensions .jpg .png .webp"
+        ),
+    )
+    index.add_argument("dir", nargs="?", metavar="DIR", help="folder of images to index")
+    index.add_argument(
+        "--images-dir", dest="images_dir", metavar="DIR", help="same as DIR (seed spelling)"
+    )
+    index.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
+    index.add_argument(
+        "--extensions",
+        nargs="+",
+        metavar="EXT",
+        help="file extensions to index, e.g. .jpg .png .webp (default: the server's list)",
+    )
+    index.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help=(
+            "accepted for compatibility with the seed and ignored: batching is automatic "
+            "on the server (the encoder batches across requests)"
+        ),
+    )
+    index.add_argument(
+        "--no-recursive",
+        dest="recursive",
+        action="store_false",
+        help="only the folder itself, not its sub-folders",
+    )
+    index.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="queue the batch, print its id and return without following it",
+    )
+
+    search = sub.add_parser(
+        "search",
+        parents=[common],
+        help="search with an image file, an image URL or a text",
+        description="Search with a local image file, an image URL (--url) or a text (--text).",
+    )
+    search.add_argument("image", nargs="?", metavar="IMAGE", help="local image file")
+    search.add_argument("--text", help="search by text instead of an image")
+    search.add_argument("--url", help="search with an image the server fetches from this URL")
+    search.add_argument("--limit", type=_limit, default=10, help="1-100 (default %(default)s)")
+    search.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
+    search.add_argument(
+        "--min-score", type=float, help="drop results scoring below this (default: keep all)"
+    )
+    search.add_argument(
+        "--no-full", dest="full", action="store_false", help="no whole-image matching"
+    )
+    search.add_argument(
+        "--no-partial", dest="partial", action="store_false", help="no region matching"
+    )
+    search.add_argument(
+        "--remove-text", action="store_true", help="remove text overlays from the query image"
+    )
+    search.add_argument("--enhance", action="store_true", help="enhance the query image")
+    search.add_argument("--json", action="store_true", help="print the server's JSON answer")
+
+    sub.add_parser("status", parents=[common], help="show index and queue counts")
+    return parser
+
+
+def _check_index_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.dir and args.images_dir and args.dir != args.images_dir:
+        parser.error("give the folder once: either DIR or --images-dir")
+    args.dir = args.dir or args.images_dir
+    # `--extensions .jpg .png /photos` swallows the folder: nargs="+" is greedy.
+    swallowed = [e for e in args.extensions or [] if "/" in e or "\\" in e]
+    if swallowed or not args.dir:
+        hint = " (put DIR before --extensions, or use --images-dir DIR)" if args.extensions else ""
+        parser.error(f"index: a folder is required (DIR or --images-dir DIR){hint}")
+    args.extensions = normalise_extensions(args.extensions)
+
+
+def _check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [name for name in ("image", "text", "url") if getattr(args, name) is not None]
+    if len(given) != 1:
+        parser.error("search: give exactly one of IMAGE, --text or --url")
+    if not (args.full or args.partial):
+        parser.error("search: --no-full and --no-partial leave nothing to match")
+    if args.text is not None and (args.remove_text or args.enhance):
+        parser.error("search: --remove-text and --enhance apply to image queries only")
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, settings: CliSettings | None = None
+) -> argparse.Namespace:
+    """Parse and cross-check the arguments; usage errors exit with status 2."""
+    parser = build_parser(settings)
+    args = parser.parse_args(argv)
+    if not args.api.startswith(("http://", "https://")):
+        parser.error(f"--api must be an http(s) URL, got {args.api!r}")
+    args.api = args.api.rstrip("/")
+    if args.command == "index":
+        _check_index_args(parser, args)
+    elif args.command == "search":
+        _check_search_args(parser, args)
+    return args

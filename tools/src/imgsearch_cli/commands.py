@@ -1,0 +1,178 @@
+"""The subcommands (``status``, ``index``, ``search``): each takes the client, the parsed
+arguments and the two output streams, and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from imgsearch_common.schemas import (
+    BatchStatus,
+    FolderIndexRequest,
+    SearchResponse,
+    TextSearchRequest,
+    UrlSearchRequest,
+)
+
+from .client import ApiClient, CliError, _validate
+from .format import (
+    format_progress,
+    format_search_footer,
+    format_status,
+    format_summary,
+    format_table,
+    printable,
+)
+from .polling import follow_batch
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+#: How often a non-TTY gets a progress line (s); a terminal's line is redrawn at every poll.
+PLAIN_PROGRESS_EVERY_S = 5.0
+
+
+class ProgressPrinter:
+    """Redraws one line with ``\\r`` on a terminal; elsewhere prints a line now and then."""
+
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._clock = clock
+        self._last_plain = -float("inf")
+        self._width = 0
+        self._open = False  # a redrawn line without its newline yet
+
+    def show(self, line: str, final: bool = False) -> None:
+        if self.tty:
+            pad = " " * max(self._width - len(line), 0)
+            self._width = len(line)
+            self.stream.write(f"\r{line}{pad}" + ("\n" if final else ""))
+            self.stream.flush()
+            self._open = not final
+            return
+        now = self._clock()
+        if final or now - self._last_plain >= PLAIN_PROGRESS_EVERY_S:
+            self._last_plain = now
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """End a half-drawn line so that what follows starts on its own line."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def cmd_status(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    out.write(format_status(client.status()) + "\n")
+    return EXIT_OK
+
+
+def cmd_index(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    folder = Path(args.dir).expanduser().resolve()
+    if not folder.is_dir():
+        err.write(f"note: {folder} is not a folder here; sending it as a path on the server\n")
+    request = FolderIndexRequest(
+        path=str(folder),
+        collection=args.collection,
+        extensions=args.extensions,
+        recursive=args.recursive,
+    )
+    queued = client.index_folder(request)
+    out.write(
+        f"batch {queued.batch_id}: {queued.queued} files queued "
+        f"in collection {printable(queued.collection)}\n"
+    )
+    out.flush()
+    if not args.wait:
+        return EXIT_OK
+
+    progress = ProgressPrinter(err)
+    started = time.monotonic()
+    try:
+        status = _follow_batch(client, queued.batch_id, progress, started)
+    finally:
+        progress.close()
+    out.write(format_summary(status, time.monotonic() - started) + "\n")
+    return EXIT_SOME_FAILED if status.failed else EXIT_OK
+
+
+def _follow_batch(
+    client: ApiClient, batch_id: str, progress: ProgressPrinter, started: float
+) -> BatchStatus:
+    def show(status: BatchStatus) -> None:
+        progress.show(format_progress(status, time.monotonic() - started), final=status.finished)
+
+    # A restarting server or a dropped connection (a transient CliError): keep watching
+    # for a while.
+    return follow_batch(
+        lambda: client.batch(batch_id),
+        on_status=show,
+        transient=lambda exc: isinstance(exc, CliError) and exc.transient,
+    )
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "use_full_matching": args.full,
+        "use_partial_matching": args.partial,
+        "limit": args.limit,
+        "collection": args.collection,
+    }
+    if args.min_score is not None:
+        options["min_score"] = args.min_score
+    return options
+
+
+def cmd_search(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    options = _search_options(args)
+    try:
+        if args.text is not None:
+            body = TextSearchRequest(text=args.text, **options)
+            response = client.search_json("/api/search/by-text", body.model_dump())
+        elif args.url is not None:
+            body_url = UrlSearchRequest(
+                url=args.url, remove_text=args.remove_text, enhance_image=args.enhance, **options
+            )
+            response = client.search_json("/api/search/by-url", body_url.model_dump())
+        else:
+            fields = {
+                key: str(value).lower() if isinstance(value, bool) else str(value)
+                for key, value in options.items()
+            }
+            fields["remove_text"] = str(args.remove_text).lower()
+            fields["enhance_image"] = str(args.enhance).lower()
+            response = client.search_image(Path(args.image).expanduser(), fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise CliError(f"invalid search: {where}: {first.get('msg', '')}") from None
+
+    try:
+        data = response.json()
+    except ValueError:
+        raise CliError("the server did not answer with JSON") from None
+    if args.json:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    result = _validate(SearchResponse, data, "search")
+    out.write(format_table(result.results) + "\n")
+    out.write(format_search_footer(result) + "\n")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
+    "status": cmd_status,
+    "index": cmd_index,
+    "search": cmd_search,
+}
