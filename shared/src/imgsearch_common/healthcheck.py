@@ -19,7 +19,8 @@ def probe(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         raise ValueError("the health URL must be http(s)")
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
-            return 200 <= response.status < 300
+            status: int = response.status
+            return 200 <= status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

@@ -8,7 +8,6 @@ model lives in the batcher's thread. Every long-lived resource is created by the
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,11 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from imgsearch_common.auth import bearer_or_key, check_secret
 from imgsearch_common.errors import (
     BadRequest,
     EmptyInput,
     PayloadTooLarge,
-    Unauthorized,
     UpstreamUnavailable,
     install_error_handlers,
 )
@@ -56,17 +55,12 @@ _TEXTS_OPENAPI: dict[str, Any] = {
 
 
 def _bearer_check(settings: EncoderSettings) -> Callable[[Request], Awaitable[None]]:
-    """Dependency of the internal endpoints: ``Authorization: Bearer <INTERNAL_TOKEN>``."""
+    """Dependency of the internal endpoints: ``Authorization: Bearer <INTERNAL_TOKEN>``.
+    While INTERNAL_TOKEN is unset, nothing is let in."""
 
     async def require_internal_token(request: Request) -> None:
-        expected = settings.internal_token_value()
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        # While INTERNAL_TOKEN is unset, nothing is let in.
-        if expected is None or scheme.lower() != "bearer" or not token:
-            raise Unauthorized()
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            raise Unauthorized()
+        presented = bearer_or_key(request.headers.get("authorization"))
+        check_secret(presented, settings.internal_token_value())
 
     return require_internal_token
 

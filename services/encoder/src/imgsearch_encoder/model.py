@@ -177,7 +177,7 @@ def _create_random(model_name: str, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
-    return model
+    return _module(model)
 
 
 def _create_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
@@ -191,7 +191,7 @@ def _create_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
                 "Point it at a local folder with local-dir:/path, or use CLIP_PRETRAINED=random "
                 "with a built-in model name."
             ) from exc
-        return model
+        return _module(model)
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg:
         path = Path(pretrained).expanduser()
@@ -218,6 +218,13 @@ def _create_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
             f"could not {source} CLIP_PRETRAINED={pretrained!r} for {model_name} "
             f"({type(exc).__name__}: {exc}). {_offline_hint(model_name)}"
         ) from exc
+    return _module(model)
+
+
+def _module(model: object) -> torch.nn.Module:
+    """open_clip's factory is untyped: check once that it gave a torch module."""
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"open_clip returned a {type(model).__name__}, not a model")
     return model
 
 
