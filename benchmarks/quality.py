@@ -10,9 +10,10 @@ Two modes run one after the other on the same photos and queries:
 
 - ``ours``: the engine's defaults (relative windows, best-window score, re-scoring,
   query-side windows for the ``contains`` family through ``match_mode=contains``);
-- ``seed``: the seed's algorithm as the reference: fixed 224/448 px windows at stride 56
-  (``WINDOW_GEOMETRY=seed``), its ``0.7·max + 0.3·mean + 0.1·frequency`` score
-  (``PARTIAL_RULE=seed``), no re-scoring, no query-side windows, and its 0.5 thresholds.
+- ``baseline``: the original system's algorithm as the reference: fixed 224/448 px windows
+  at stride 56 (``WINDOW_GEOMETRY=baseline``), its ``0.7·max + 0.3·mean + 0.1·frequency``
+  score (``PARTIAL_RULE=baseline``), no re-scoring, no query-side windows, and its 0.5
+  thresholds.
 
 The weights are random (no pretrained weights can be downloaded here): the figures measure
 the pipeline's geometry and aggregation on random-weight features, not CLIP's semantics.
@@ -71,10 +72,10 @@ MODES: dict[str, dict[str, Any]] = {
         "match_mode": {"contains": "contains"},
         "min_score": None,
     },
-    "seed": {
-        "env": {"WINDOW_GEOMETRY": "seed", "PARTIAL_RULE": "seed", "RESCORE_TOP_K": "0"},
+    "baseline": {
+        "env": {"WINDOW_GEOMETRY": "baseline", "PARTIAL_RULE": "baseline", "RESCORE_TOP_K": "0"},
         "match_mode": {},
-        # The seed's PARTIAL_MATCH_THRESHOLD / FULL_MATCH_THRESHOLD.
+        # The original system's PARTIAL_MATCH_THRESHOLD / FULL_MATCH_THRESHOLD.
         "min_score": 0.5,
     },
 }
@@ -367,12 +368,13 @@ def table(report: dict[str, Any]) -> str:
 
 
 def target_lines(report: dict[str, Any]) -> list[str]:
-    """The issue's targets, each with its measured value and a verdict (ours vs seed)."""
+    """The issue's targets, each with its measured value and a verdict (ours vs the
+    original system's algorithm, the baseline)."""
     modes = report["modes"]
     if "ours" not in modes:
         return []
     ours = modes["ours"]["figures"]
-    seed = modes.get("seed", {}).get("figures", {})
+    baseline = modes.get("baseline", {}).get("figures", {})
 
     def get(figs: dict[str, Any], key: str, name: str) -> float:
         return float(figs.get(key, {}).get(name) or 0.0)
@@ -388,12 +390,12 @@ def target_lines(report: dict[str, Any]) -> list[str]:
     rows.append(("partial box IoU (mean)", iou, ">= 0.5", iou >= 0.5))
     win = float(modes["ours"]["index"]["windows_per_image"])
     rows.append(("windows per image", win, "<= 16", win <= 16))
-    if "seed" in modes:
-        seed_win = float(modes["seed"]["index"]["windows_per_image"])
-        rows.append(("windows vs seed's", win / seed_win, "<= 0.2", win / seed_win <= 0.2))
+    if "baseline" in modes:
+        base_win = float(modes["baseline"]["index"]["windows_per_image"])
+        rows.append(("windows vs baseline's", win / base_win, "<= 0.2", win / base_win <= 0.2))
         for fam in ("full", "partial", "contains"):
-            a, b = get(ours, fam, "recall@1"), get(seed, fam, "recall@1")
-            rows.append((f"{fam} R@1 minus seed's", a - b, ">= 0", a >= b))
+            a, b = get(ours, fam, "recall@1"), get(baseline, fam, "recall@1")
+            rows.append((f"{fam} R@1 minus baseline's", a - b, ">= 0", a >= b))
     out = [f"{'target':<28}{'measured':>10}  {'wanted':<9}verdict"]
     out += [f"{n:<28}{v:>10.3f}  {w:<9}{'met' if ok else 'MISSED'}" for n, v, w, ok in rows]
     return out
@@ -414,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-area", type=int, default=None, help="partial crops per size")
     parser.add_argument("--photos", type=int, default=None, help="index only this many photos")
     parser.add_argument(
-        "--modes", default="ours,seed", help="comma-separated, from: " + ", ".join(MODES)
+        "--modes", default="ours,baseline", help="comma-separated, from: " + ", ".join(MODES)
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(

@@ -9,8 +9,9 @@ A program, not a test: it prints a table and writes JSON (``--out DIR``). Sectio
 - ``prep``     CPU cost per image of decode + windows, per format, for each decode option.
 - ``indexing`` images/s through Redis → workers → encoder → search API → Edge for a folder
                of real photos of mixed sizes; pipeline efficiency and the time per stage.
-- ``naive``    the seed's way on the same photos and model (full decode, windows cropped and
-               preprocessed one at a time, forward passes of 64), as a ratio.
+- ``naive``    the original system's way (the baseline) on the same photos and model (full
+               decode, windows cropped and preprocessed one at a time, forward passes of
+               64), as a ratio.
 - ``fidelity`` cosine of the pipeline's vectors against open_clip's own on the same crops.
 - ``search``   latency of by-image (full, partial, both) and by-text with 10 000 images
                indexed (synthetic vectors, real query image), server-side split, saturation.

@@ -113,7 +113,7 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
         )
     naive = results.get("naive")
     if naive:
-        add("4 naive", "images/s (seed's way)", naive["images_per_s"])
+        add("4 naive", "images/s (baseline's way)", naive["images_per_s"])
         add(
             "4 naive",
             "share of time: decode, windows, encode",

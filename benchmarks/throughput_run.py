@@ -247,7 +247,7 @@ def prep_costs(photos: list[Any]) -> dict[str, Any]:
     """Milliseconds of decode + windows per image, single thread, per format and option."""
     from imgsearch_worker.pipeline import prepare_image
 
-    from .throughput_model import GEOMETRY
+    from .throughput_model import LAYOUT
 
     options = {
         "full_decode_every_window_resized": {"jpeg_draft": False, "prescale_factor": 0.0},
@@ -263,7 +263,7 @@ def prep_costs(photos: list[Any]) -> dict[str, Any]:
                 image_size=224,
                 max_bytes=10**9,
                 max_pixels=10**9,
-                **GEOMETRY,
+                layout=LAYOUT,
                 **option,
             )
             t = prepared.timings

@@ -96,6 +96,7 @@ def _du(path: Path) -> int:
 
 
 async def _build(root: Path, n: int, quant: str, m: int, ef_construct: int) -> dict[str, Any]:
+    from imgsearch_common.payloads import WindowPayload
     from imgsearch_common.vectorstore import EdgeVectorStore, PointRecord
 
     store = EdgeVectorStore(
@@ -112,10 +113,10 @@ async def _build(root: Path, n: int, quant: str, m: int, ef_construct: int) -> d
                 PointRecord(
                     _point_id(start + i),
                     v,
-                    {
-                        "parent_id": _point_id((start + i) // WINDOWS_PER_IMAGE),
-                        "box": [0, 0, 64, 64],
-                    },
+                    # A window's payload as the workers write it (payloads.py).
+                    WindowPayload(
+                        parent_id=_point_id((start + i) // WINDOWS_PER_IMAGE), box=(0, 0, 64, 64)
+                    ).model_dump(mode="json"),
                 )
                 for i, v in enumerate(vectors)
             ]

@@ -30,7 +30,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.ids import window_id
-from imgsearch_common.vectorstore import EdgeVectorStore, PointRecord
+from imgsearch_common.jobs import Job
+from imgsearch_common.payloads import (
+    ImagePayload,
+    ImagePointIn,
+    UpsertRequest,
+    WindowPayload,
+    WindowPointIn,
+)
+from imgsearch_common.vectorstore import EdgeVectorStore
+from imgsearch_common.vectorstore.writes import write_images
 from imgsearch_devstack import (
     LocalStack,
     Proc,
@@ -39,9 +48,10 @@ from imgsearch_devstack import (
     start_service,
 )
 from imgsearch_worker.pipeline import prepare_image
+from imgsearch_worker.points import image_points
 
 from .throughput_data import Photo
-from .throughput_model import GEOMETRY
+from .throughput_model import LAYOUT
 
 WORKER_STAGES = ("read", "decode", "windows", "encode", "upsert")
 #: Internal token of the encoders the benchmark starts (loopback only, gone when it ends).
@@ -361,7 +371,7 @@ async def _index_inprocess(
         image_size=image_size,
         max_bytes=10**9,
         max_pixels=10**9,
-        **GEOMETRY,
+        layout=LAYOUT,
     )
     # Spawned, not forked: this process may hold a CUDA context (the model-only section).
     with ProcessPoolExecutor(decode_processes, mp_context=mp.get_context("spawn")) as pool:
@@ -373,23 +383,9 @@ async def _index_inprocess(
                 t0 = time.perf_counter()
                 vectors = await client.embed_pixels(prepared.pixels)
                 t1 = time.perf_counter()
-                win = [
-                    PointRecord(
-                        window_id(prepared.image_id, box),
-                        row,
-                        {"parent_id": prepared.image_id, "box": list(box)},
-                    )
-                    for box, row in zip(prepared.boxes, vectors[1:], strict=True)
-                ]
-                await store.upsert("bench", "window", win)
-                full = {
-                    "filename": photo.path.name,
-                    "width": prepared.width,
-                    "height": prepared.height,
-                }
-                await store.upsert(
-                    "bench", "full", [PointRecord(prepared.image_id, vectors[0], full)]
-                )
+                # The worker's own payloads and write order (without Redis and the API hop).
+                job = Job(photo.path.name, "bench", "bench", str(photo.path), name=photo.path.name)
+                await write_images(store, image_points(job, prepared, vectors))
                 t2 = time.perf_counter()
                 for stage, seconds in prepared.timings.items():
                     sums[stage] += seconds
@@ -502,40 +498,40 @@ def build_search_index(
                 n = min(chunk, images - start)
                 full = synthetic_vectors(rng, n, dim, centroids, 0.8)
                 ids = [f"00000000-0000-4000-8000-{start + i:012d}" for i in range(n)]
-                points = [
-                    PointRecord(
-                        ids[i],
-                        full[i],
-                        {
-                            "filename": f"synthetic-{start + i}.jpg",
-                            "original_path": f"/synthetic/{start + i}.jpg",
-                            "file_size": 100_000,
-                            "indexed_at": 0.0,
-                            "width": 1920,
-                            "height": 1080,
-                            "collection": "bench",
-                            "source": "folder",
-                        },
-                    )
-                    for i in range(n)
-                ]
-                await store.upsert("bench", "full", points)
-                wins = []
+                points = []
+                windows = []
                 for i in range(n):
+                    # The payloads the workers write (payloads.py), for synthetic pictures.
+                    payload = ImagePayload(
+                        filename=f"synthetic-{start + i}.jpg",
+                        original_path=f"/synthetic/{start + i}.jpg",
+                        stored_path=f"/synthetic/{start + i}.jpg",
+                        file_size=100_000,
+                        indexed_at=0.0,
+                        width=1920,
+                        height=1080,
+                        collection="bench",
+                        source="folder",
+                        sha256=f"{start + i:064x}",
+                        windows=windows_per_image,
+                    )
+                    points.append(ImagePointIn(id=ids[i], vector=full[i].tolist(), payload=payload))
                     near = full[i] + 0.35 * rng.standard_normal(
                         (windows_per_image, dim), dtype=np.float32
                     )
                     near /= np.linalg.norm(near, axis=1, keepdims=True)
                     for w in range(windows_per_image):
                         box = (w * 10, 0, w * 10 + 540, 540)
-                        wins.append(
-                            PointRecord(
-                                window_id(ids[i], box),
-                                near[w],
-                                {"parent_id": ids[i], "box": list(box)},
+                        windows.append(
+                            WindowPointIn(
+                                id=window_id(ids[i], box),
+                                vector=near[w].tolist(),
+                                payload=WindowPayload(parent_id=ids[i], box=box),
                             )
                         )
-                await store.upsert("bench", "window", wins)
+                await write_images(
+                    store, UpsertRequest(collection="bench", full=points, windows=windows)
+                )
             await store.optimize()
         finally:
             await store.close()

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from imgsearch_api.aggregation import (
+from imgsearch_api.search.aggregation import (
     ContainsMatch,
-    PartialMatch,
     QueryWindowHit,
     Rescore,
     WindowHit,
+    WindowMatch,
     aggregate_query_windows,
     aggregate_window_hits,
     apply_rescores,
-    max_partial_score,
+    baseline_window_score,
+    best_window_score,
     merge_matches,
-    seed_partial_score,
 )
 
 
-def test_seed_rule_exact() -> None:
+def test_baseline_rule_exact() -> None:
     # 0.7 * 0.9 + 0.3 * 0.8 + 0.1 * (2 / 4) = 0.63 + 0.24 + 0.05
-    assert seed_partial_score([0.9, 0.7], 4) == pytest.approx(0.92)
-    assert seed_partial_score([0.5], 1) == pytest.approx(0.35 + 0.15 + 0.1)
-    assert seed_partial_score([0.9, 0.7], 4, w_max=1, w_mean=0, w_freq=0) == pytest.approx(0.9)
+    assert baseline_window_score([0.9, 0.7], 4) == pytest.approx(0.92)
+    assert baseline_window_score([0.5], 1) == pytest.approx(0.35 + 0.15 + 0.1)
+    assert baseline_window_score([0.9, 0.7], 4, w_max=1, w_mean=0, w_freq=0) == pytest.approx(0.9)
     with pytest.raises(ValueError):
-        seed_partial_score([], 3)
+        baseline_window_score([], 3)
     with pytest.raises(ValueError):
-        seed_partial_score([0.1, 0.2], 1)
+        baseline_window_score([0.1, 0.2], 1)
 
 
 def test_hits_are_grouped_per_parent_with_boxes_best_first() -> None:
@@ -37,7 +37,7 @@ def test_hits_are_grouped_per_parent_with_boxes_best_first() -> None:
         WindowHit("a", 0.7, (10, 0, 20, 10)),
         WindowHit("a", 0.95, (2, 2, 12, 12)),
     ]
-    out = aggregate_window_hits(hits, rule="seed", max_boxes=2)
+    out = aggregate_window_hits(hits, rule="baseline", max_boxes=2)
     a, b = out["a"], out["b"]
     assert (a.count, b.count) == (3, 1)
     assert a.max_score == 0.95
@@ -58,19 +58,19 @@ def test_max_rule_scores_the_best_window_only() -> None:
     ]
     by_max = aggregate_window_hits(hits)
     assert (by_max["photo"].score, by_max["doc"].score) == (0.95, 0.93)
-    # The seed's rule prefers the parent with many mediocre windows:
-    by_seed = aggregate_window_hits(hits, rule="seed")
-    assert by_seed["doc"].score == pytest.approx(0.7 * 0.93 + 0.3 * (2.77 / 3) + 0.1 * 3 / 5)
-    assert by_seed["photo"].score == pytest.approx(0.7 * 0.95 + 0.3 * 0.775 + 0.1 * 2 / 5)
-    assert by_seed["doc"].score > by_seed["photo"].score
+    # The baseline (original system's) rule prefers the parent with many mediocre windows:
+    by_baseline = aggregate_window_hits(hits, rule="baseline")
+    assert by_baseline["doc"].score == pytest.approx(0.7 * 0.93 + 0.3 * (2.77 / 3) + 0.1 * 3 / 5)
+    assert by_baseline["photo"].score == pytest.approx(0.7 * 0.95 + 0.3 * 0.775 + 0.1 * 2 / 5)
+    assert by_baseline["doc"].score > by_baseline["photo"].score
     with pytest.raises(ValueError):
         aggregate_window_hits(hits, rule="mean")
     with pytest.raises(ValueError):
-        max_partial_score([])
+        best_window_score([])
 
 
-def _pm(parent: str, score: float) -> PartialMatch:
-    return PartialMatch(parent, score, score, score, 1, [])
+def _pm(parent: str, score: float) -> WindowMatch:
+    return WindowMatch(parent, score, score, score, 1, [])
 
 
 def test_merge_takes_the_better_score_and_labels_the_match() -> None:
@@ -135,7 +135,7 @@ def test_merge_with_contains_labels_the_best_evidence() -> None:
 def test_rescores_replace_only_worse_scores_and_reorder() -> None:
     ranked = merge_matches(
         {"a": 0.95, "b": 0.90},
-        {"b": PartialMatch("b", 0.93, 0.93, 0.9, 2, [((0, 0, 50, 50), 0.93)])},
+        {"b": WindowMatch("b", 0.93, 0.93, 0.9, 2, [((0, 0, 50, 50), 0.93)])},
         limit=10,
     )
     rescored = apply_rescores(
@@ -150,7 +150,7 @@ def test_rescores_replace_only_worse_scores_and_reorder() -> None:
         ("b", 0.99, "full_and_partial"),
         ("a", 0.95, "full"),
     ]
-    b = rescored[0].partial
+    b = rescored[0].windows
     assert b is not None
     assert b.boxes == [((10, 10, 30, 30), 0.99), ((0, 0, 50, 50), 0.93)]
     assert (b.count, b.max_score) == (2, 0.99)

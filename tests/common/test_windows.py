@@ -7,6 +7,7 @@ import pytest
 from imgsearch_common.windows import (
     axis_count,
     axis_positions,
+    baseline_window_boxes,
     box_iou,
     centre_square,
     fit_box,
@@ -15,7 +16,6 @@ from imgsearch_common.windows import (
     parent_box_in_query,
     query_window_boxes,
     refine_boxes,
-    seed_window_boxes,
     window_boxes,
 )
 
@@ -99,22 +99,22 @@ def test_box_iou() -> None:
     assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
 
 
-def test_seed_windows_are_fixed_pixels_at_stride_56() -> None:
+def test_baseline_windows_are_fixed_pixels_at_stride_56() -> None:
     # 1280x853: 224 px → 19 x 12 = 228 windows, 448 px → 15 x 8 = 120 windows.
-    boxes = seed_window_boxes(1280, 853)
+    boxes = baseline_window_boxes(1280, 853)
     assert len(boxes) == 348
     assert boxes[:2] == [(0, 0, 224, 224), (56, 0, 280, 224)]
     assert boxes[18] == (1008, 0, 1232, 224)  # the last 224 window of a row; 48 px left over
     assert boxes[228] == (0, 0, 448, 448)
     assert boxes[-1] == (784, 392, 1232, 840)
     # A 300x300 picture: 224 px windows only (2 x 2); under 224 px: nothing at all.
-    assert seed_window_boxes(300, 300) == [
+    assert baseline_window_boxes(300, 300) == [
         (0, 0, 224, 224), (56, 0, 280, 224), (0, 56, 224, 280), (56, 56, 280, 280),
     ]  # fmt: skip
-    assert seed_window_boxes(200, 900) == []
-    assert len(seed_window_boxes(1000, 1000, sides=(500,), stride=250)) == 9
+    assert baseline_window_boxes(200, 900) == []
+    assert len(baseline_window_boxes(1000, 1000, sides=(500,), stride=250)) == 9
     with pytest.raises(ValueError):
-        seed_window_boxes(100, 100, stride=0)
+        baseline_window_boxes(100, 100, stride=0)
 
 
 def test_geometry_boxes_selects_by_name() -> None:
@@ -122,7 +122,7 @@ def test_geometry_boxes_selects_by_name() -> None:
     assert geometry_boxes("relative", 1000, 1000, (0.5,), 0.5, 64) == window_boxes(
         1000, 1000, (0.5,), 0.5, 64
     )
-    assert geometry_boxes("seed", 1280, 853) == seed_window_boxes(1280, 853)
+    assert geometry_boxes("baseline", 1280, 853) == baseline_window_boxes(1280, 853)
     with pytest.raises(ValueError):
         geometry_boxes("pyramid", 100, 100)  # type: ignore[arg-type]
 

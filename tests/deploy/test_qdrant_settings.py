@@ -7,13 +7,11 @@ here, so the store is built but never contacted (or reached through a transport 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
 from imgsearch_api.app import create_app
 from imgsearch_api.settings import ApiSettings
@@ -60,55 +58,54 @@ async def test_the_search_api_creates_collections_with_the_cluster_settings(
     assert not (tmp_path / "index").exists()  # the embedded store was not opened
 
 
-@dataclass
-class WorkerIndexSettings:
-    """The fields :func:`open_index_writer` reads, as the cluster gives them to a worker
-    (the worker's settings class gains them when the direct writer is wired in)."""
-
-    api_internal_url: str
-    qdrant_url: str | None
-    qdrant_api_key: SecretStr | None
-    qdrant_shards: int | None
-    qdrant_replication_factor: int | None
-    qdrant_write_consistency: int | None
-    hnsw_m: int
-    hnsw_ef_construct: int
-
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> WorkerIndexSettings:
-        return cls(
-            api_internal_url=env["API_INTERNAL_URL"],
-            qdrant_url=env.get("QDRANT_URL"),
-            qdrant_api_key=SecretStr(env["QDRANT_API_KEY"]),
-            qdrant_shards=int(env["QDRANT_SHARDS"]),
-            qdrant_replication_factor=int(env["QDRANT_REPLICATION_FACTOR"]),
-            qdrant_write_consistency=int(env["QDRANT_WRITE_CONSISTENCY"]),
-            hnsw_m=int(env.get("HNSW_M", "32")),
-            hnsw_ef_construct=int(env.get("HNSW_EF_CONSTRUCT", "128")),
-        )
-
-
 @pytest.mark.filterwarnings(INSECURE_KEY)
-async def test_a_worker_writing_directly_creates_collections_the_same_way() -> None:
-    from imgsearch_common.schemas import PointIn
+async def test_a_worker_writing_directly_creates_collections_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imgsearch_common.payloads import (
+        ImagePayload,
+        ImagePointIn,
+        UpsertRequest,
+        WindowPayload,
+        WindowPointIn,
+    )
     from imgsearch_worker.direct_index import DirectIndexWriter, open_index_writer
+    from imgsearch_worker.settings import WorkerSettings
 
     from ..vectorstore.test_vectorstore_server import FakeQdrant
 
-    settings = WorkerIndexSettings.from_env(
-        cluster_env("indexer-worker", QDRANT_WRITE_CONSISTENCY="2") | {"HNSW_M": "24"}
-    )
+    env = cluster_env("indexer-worker", QDRANT_WRITE_CONSISTENCY="2") | {"HNSW_M": "24"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = WorkerSettings()
     fake = FakeQdrant()
     writer = open_index_writer(settings, "token", transport=httpx.MockTransport(fake))
     assert isinstance(writer, DirectIndexWriter)
     vector = np.ones(8, dtype=np.float32).tolist()
     image_id = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     window = "6fa459ea-ee8a-3ca4-894e-db77e160355e"
+    payload = ImagePayload(
+        filename="a.jpg",
+        original_path="/srv/images/a.jpg",
+        file_size=1,
+        indexed_at=0.0,
+        width=8,
+        height=8,
+        collection="default",
+    )
     try:
         await writer.upsert(
-            "default",
-            full=[PointIn(id=image_id, vector=vector, payload={"filename": "a.jpg"})],
-            windows=[PointIn(id=window, vector=vector, payload={"parent_id": image_id})],
+            UpsertRequest(
+                collection="default",
+                full=[ImagePointIn(id=image_id, vector=vector, payload=payload)],
+                windows=[
+                    WindowPointIn(
+                        id=window,
+                        vector=vector,
+                        payload=WindowPayload(parent_id=image_id, box=(0, 0, 4, 4)),
+                    )
+                ],
+            )
         )
     finally:
         await writer.aclose()

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.windows import WindowLayout
 from imgsearch_devstack import LocalStack
 from imgsearch_worker.pipeline import PreparedImage, prepare_image
 
@@ -46,9 +47,7 @@ def _prepare(path: Path, **options: Any) -> PreparedImage:
         image_size=224,
         max_bytes=10**8,
         max_pixels=10**8,
-        scales=(0.75, 0.5),
-        overlap=0.5,
-        max_windows=16,
+        layout=WindowLayout(scales=(0.75, 0.5), overlap=0.5, max_windows=16),
         keep_decoded=True,
         **options,
     )

@@ -48,6 +48,20 @@ async def keyed(stack: LocalStack, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
         yield client
 
 
+def _payload(stored_path: str) -> dict[str, object]:
+    """A complete image payload (the hand-off is typed) whose file is ``stored_path``."""
+    return {
+        "stored_path": stored_path,
+        "original_path": stored_path,
+        "filename": "x.png",
+        "file_size": 1,
+        "indexed_at": 0.0,
+        "width": 64,
+        "height": 64,
+        "collection": "forged",
+    }
+
+
 def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="PNG")
@@ -116,7 +130,7 @@ async def test_image_outside_roots_is_404(stack: LocalStack, tmp_path: Path) -> 
             vec[i] = 1.0
             body = {
                 "collection": "forged",
-                "full": [{"id": pid, "vector": vec, "payload": {"stored_path": path}}],
+                "full": [{"id": pid, "vector": vec, "payload": _payload(path)}],
             }
             r = await client.post("/internal/v1/upsert", json=body, headers=auth)
             assert r.status_code == 200, r.text

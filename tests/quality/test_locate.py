@@ -1,4 +1,4 @@
-"""Box proposals by pixel correlation (imgsearch_api.locate): exact numbers."""
+"""Box proposals by pixel correlation (imgsearch_api.search.locate): exact numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from imgsearch_api.locate import locate, rectangle_proposals, template_sizes
+from imgsearch_api.search.locate import locate, rectangle_proposals, template_sizes
 from imgsearch_common.windows import box_iou
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from imgsearch_common.errors import ImgSearchError
+from imgsearch_common.settings import VectorStoreSettings
 from imgsearch_common.vectorstore import (
     EdgeVectorStore,
     PointRecord,
@@ -295,7 +296,7 @@ async def test_ids_must_be_uuids(edge: EdgeVectorStore) -> None:
 
 
 async def test_the_factory_opens_edge_under_data_dir(tmp_path: Path) -> None:
-    store = open_vector_store(tmp_path, None, hnsw_m=8, hnsw_ef_construct=64)
+    store = open_vector_store(VectorStoreSettings(hnsw_m=8, hnsw_ef_construct=64), tmp_path)
     try:
         assert isinstance(store, EdgeVectorStore)
         assert store.root == tmp_path / "index"

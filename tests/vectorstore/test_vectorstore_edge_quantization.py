@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsearch_common.settings import VectorStoreSettings
 from imgsearch_common.vectorstore import EdgeVectorStore, open_vector_store
 
 from .helpers import exact_top, full_points, unit_vectors
@@ -50,7 +51,8 @@ async def test_int8_store_finds_the_exact_neighbours_after_an_hnsw_build(
 
 
 async def test_quantization_reaches_the_store_through_the_factory(tmp_path: Path) -> None:
-    store = open_vector_store(tmp_path, None, edge_quantization="int8", edge_hnsw_ef=128)
+    settings = VectorStoreSettings(edge_quantization="int8", edge_hnsw_ef=128)
+    store = open_vector_store(settings, tmp_path)
     try:
         assert isinstance(store, EdgeVectorStore)
         vectors = store.edge_config(8).vectors

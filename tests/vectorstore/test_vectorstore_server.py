@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from imgsearch_common.errors import UpstreamUnavailable
+from imgsearch_common.settings import VectorStoreSettings
 from imgsearch_common.vectorstore import QdrantServerVectorStore, open_vector_store
 
 from .helpers import full_points, unit_vectors, window_points
@@ -243,14 +244,16 @@ async def test_a_refused_connection_is_upstream_unavailable() -> None:
 
 async def test_the_factory_builds_a_server_store_with_the_cluster_settings() -> None:
     store = open_vector_store(
+        VectorStoreSettings(
+            qdrant_url="https://qdrant.example:6333",
+            qdrant_api_key=KEY,
+            qdrant_shards=4,
+            qdrant_replication_factor=3,
+            qdrant_write_consistency=2,
+        ),
         Path("/nonexistent"),
-        "https://qdrant.example:6333",
-        KEY,
-        shards=4,
-        replication_factor=3,
-        write_consistency=2,
     )
-    memory = open_vector_store(Path("/nonexistent"), ":memory:")
+    memory = open_vector_store(VectorStoreSettings(qdrant_url=":memory:"), Path("/nonexistent"))
     try:
         assert isinstance(store, QdrantServerVectorStore)
         kwargs = store.collection_create_kwargs(16)

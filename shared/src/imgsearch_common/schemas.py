@@ -1,4 +1,5 @@
-"""Request and response models of the public REST API (and the internal hand-off).
+"""Request and response models of the public REST API (the internal hand-off and the
+stored payloads: ``payloads``).
 
 The response shape follows the seed's (``results[]`` with ``id``, ``score``,
 ``metadata``, ``matched_regions``, ``avg_score``, ``match_type``, plus
@@ -127,17 +128,3 @@ class BatchStatus(BaseModel):
     finished: bool
     created_at: float
     errors: list[BatchError] = Field(default_factory=list)
-
-
-class PointIn(BaseModel):
-    id: str
-    vector: list[float]
-    payload: dict[str, object] = Field(default_factory=dict)
-
-
-class UpsertRequest(BaseModel):
-    """Internal: a worker hands the vectors of one or more images to the index owner."""
-
-    collection: str
-    full: list[PointIn] = Field(default_factory=list)
-    windows: list[PointIn] = Field(default_factory=list)

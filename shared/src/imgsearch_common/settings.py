@@ -7,16 +7,25 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .windows import DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DEFAULT_SCALES, WindowGeometry
+from .windows import (
+    DEFAULT_MAX_WINDOWS,
+    DEFAULT_OVERLAP,
+    DEFAULT_SCALES,
+    WindowGeometry,
+    WindowLayout,
+)
+
+#: The old spelling of the ``baseline`` setting values (``WINDOW_GEOMETRY``,
+#: ``PARTIAL_RULE``): "seed" meant the original system, a word now kept for RNG seeds.
+_OLD_BASELINE_NAME = "seed"
 
 
 def env_list(value: object, sep: str = ",", item: Callable[[str], Any] = str) -> object:
@@ -28,6 +37,14 @@ def env_list(value: object, sep: str = ",", item: Callable[[str], Any] = str) ->
         if text.startswith("["):
             return json.loads(text)
         return [item(v) for v in text.split(sep) if v.strip()]
+    return value
+
+
+def baseline_alias(value: object) -> object:
+    """``"seed"`` → ``"baseline"``, for ``mode="before"`` validators of settings that name
+    the original system's reference behaviour (older configurations spell it "seed")."""
+    if isinstance(value, str) and value.strip().lower() == _OLD_BASELINE_NAME:
+        return "baseline"
     return value
 
 
@@ -56,8 +73,9 @@ class CommonSettings(BaseSettings):
     window_scales: Annotated[tuple[float, ...], NoDecode] = DEFAULT_SCALES
     window_overlap: float = Field(default=DEFAULT_OVERLAP, ge=0.0, lt=1.0)
     max_windows: int = Field(default=DEFAULT_MAX_WINDOWS, ge=0, le=256)
-    #: "relative" (the scales above) or "seed" (the original fixed 224/448 px windows
-    #: every 56 px, hundreds per photo; a reference for the quality benchmark only).
+    #: "relative" (the scales above) or "baseline" (the original system's fixed 224/448 px
+    #: windows every 56 px, hundreds per photo; a reference for the quality benchmark
+    #: only; the old spelling "seed" is accepted).
     window_geometry: WindowGeometry = "relative"
 
     @field_validator("window_scales", mode="before")
@@ -66,24 +84,26 @@ class CommonSettings(BaseSettings):
         # Accept "0.75,0.5" from the environment as well as a JSON list.
         return env_list(value, ",", float)
 
+    @field_validator("window_geometry", mode="before")
+    @classmethod
+    def _old_geometry_name(cls, value: object) -> object:
+        return baseline_alias(value)
+
+    def window_layout(self) -> WindowLayout:
+        """Where this deployment puts an indexed image's windows."""
+        return WindowLayout(
+            self.window_geometry, tuple(self.window_scales), self.window_overlap, self.max_windows
+        )
+
     def internal_token_value(self) -> str | None:
         token = self.internal_token.get_secret_value() if self.internal_token else ""
         return token or None
 
 
-@functools.cache
-def configured_window_geometry() -> WindowGeometry:
-    """``WINDOW_GEOMETRY`` of this process, read once.
-
-    For code that is handed the scales, overlap and budget but not the geometry's name
-    (the worker's pipeline); everything else reads it from its settings object.
-    """
-    return CommonSettings().window_geometry
-
-
-class QdrantSettings(BaseSettings):
-    """Where the vectors live, for the services that read or write them (search API,
-    workers). Unset ``qdrant_url``: the embedded Qdrant Edge store of the search API."""
+class VectorStoreSettings(BaseSettings):
+    """Where the vectors live and how new collections are built, for the services that
+    read or write them (search API, workers): what ``vectorstore.open_vector_store`` takes.
+    Unset ``qdrant_url``: the embedded Qdrant Edge store, which only the search API opens."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -101,3 +121,19 @@ class QdrantSettings(BaseSettings):
     #: vector (benchmarks/README.md, "Throughput"). Existing collections keep theirs.
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_construct: int = Field(default=128, ge=4, le=1024)
+
+    #: Edge: build the HNSW index once this many points were added since the last build.
+    edge_optimize_threshold: int = Field(default=20_000, ge=1)
+    #: Edge: ``int8`` creates new shards with scalar quantization (int8 vectors in RAM,
+    #: float32 originals on disk for rescoring: about a third of the RAM per vector);
+    #: ``none`` keeps float32 vectors in RAM. Existing shards keep how they were created.
+    edge_quantization: Literal["none", "int8"] = "none"
+    #: Edge: search beam width of the HNSW graph (unset: Qdrant's default). Larger:
+    #: better recall, slower queries (figures in benchmarks/README.md).
+    edge_hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
+    #: Edge with int8: candidates fetched per result by int8 score before rescoring.
+    edge_oversampling: float | None = Field(default=None, ge=1.0, le=16.0)
+
+    def qdrant_api_key_value(self) -> str | None:
+        key = self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else ""
+        return key or None

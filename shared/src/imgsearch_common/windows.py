@@ -2,14 +2,15 @@
 
 Windows are **square** and sized **relative to the image's short side**, so a
 12-megapixel photo and a 200-pixel icon get the same handful of windows (the
-seed's fixed 224/448 px windows at stride 56 gave hundreds on the first and none
-on the second). Square windows are what the model sees without a centre crop
+original system's fixed 224/448 px windows at stride 56 gave hundreds on the first and
+none on the second). Square windows are what the model sees without a centre crop
 throwing part of the window away, so a window's box is exactly the region its
 vector describes.
 
-The seed's geometry (fixed 224 and 448 px windows every 56 px,
-:func:`seed_window_boxes`) is kept as a reference for the quality benchmark;
-:func:`geometry_boxes` picks one of the two by name (``WINDOW_GEOMETRY``).
+The original system's geometry (fixed 224 and 448 px windows every 56 px,
+:func:`baseline_window_boxes`) is kept as the *baseline* for the quality benchmark;
+:func:`geometry_boxes` picks one of the two by name (``WINDOW_GEOMETRY``), and a
+:class:`WindowLayout` carries the name with its knobs.
 
 Boxes are ``(x0, y0, x1, y1)`` in original-image pixels, ``x1``/``y1`` exclusive.
 """
@@ -18,19 +19,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 Box = tuple[int, int, int, int]
-WindowGeometry = Literal["relative", "seed"]
-WINDOW_GEOMETRIES: tuple[WindowGeometry, ...] = ("relative", "seed")
+WindowGeometry = Literal["relative", "baseline"]
+WINDOW_GEOMETRIES: tuple[WindowGeometry, ...] = ("relative", "baseline")
 
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 0.5)
 DEFAULT_OVERLAP = 0.5
 DEFAULT_MAX_WINDOWS = 16
 DEFAULT_MIN_SIDE = 32
-#: The seed's fixed window sides and stride, in pixels.
-SEED_SIDES: tuple[int, ...] = (224, 448)
-SEED_STRIDE = 56
+#: The original system's fixed window sides and stride, in pixels.
+BASELINE_SIDES: tuple[int, ...] = (224, 448)
+BASELINE_STRIDE = 56
 #: Re-scoring candidates (:func:`refine_boxes`): areas relative to the matched region, and
 #: the shift of the smaller boxes towards the region's corners (fraction of its side).
 REFINE_FRACTIONS: tuple[float, ...] = (1.0, 0.6, 0.35)
@@ -130,15 +132,16 @@ def window_boxes(
     return boxes
 
 
-def seed_window_boxes(
+def baseline_window_boxes(
     width: int,
     height: int,
-    sides: Sequence[int] = SEED_SIDES,
-    stride: int = SEED_STRIDE,
+    sides: Sequence[int] = BASELINE_SIDES,
+    stride: int = BASELINE_STRIDE,
 ) -> list[Box]:
-    """The seed's windows: squares of fixed ``sides`` px every ``stride`` px, smallest first.
+    """The original system's windows: squares of fixed ``sides`` px every ``stride`` px,
+    smallest first.
 
-    As in the seed, a window starts at 0 and steps by ``stride`` while it fits, so the
+    As in the original, a window starts at 0 and steps by ``stride`` while it fits, so the
     right and bottom strips narrower than ``stride`` are never covered, and an image
     smaller than a side gets no window of that side (none at all under 224 px). The
     count grows with the pixel count: 348 windows for a 1280x853 photo.
@@ -166,13 +169,30 @@ def geometry_boxes(
     """The windows of an image under the named geometry.
 
     ``"relative"``: :func:`window_boxes` with ``scales``, ``overlap`` and ``max_windows``.
-    ``"seed"``: :func:`seed_window_boxes`, which has none of these knobs (and no budget).
+    ``"baseline"``: :func:`baseline_window_boxes`, which has none of these knobs (and no
+    budget).
     """
     if geometry == "relative":
         return window_boxes(width, height, scales, overlap, max_windows)
-    if geometry == "seed":
-        return seed_window_boxes(width, height)
+    if geometry == "baseline":
+        return baseline_window_boxes(width, height)
     raise ValueError(f"unknown window geometry {geometry!r}; use one of {WINDOW_GEOMETRIES}")
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where an indexed image's windows go: the geometry by name, with its knobs
+    (``WINDOW_GEOMETRY``, ``WINDOW_SCALES``, ``WINDOW_OVERLAP``, ``MAX_WINDOWS``)."""
+
+    geometry: WindowGeometry = "relative"
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    overlap: float = DEFAULT_OVERLAP
+    max_windows: int = DEFAULT_MAX_WINDOWS
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        return geometry_boxes(
+            self.geometry, width, height, self.scales, self.overlap, self.max_windows
+        )
 
 
 def query_window_boxes(

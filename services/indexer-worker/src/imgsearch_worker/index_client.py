@@ -13,7 +13,7 @@ import httpx
 
 from imgsearch_common.auth import internal_client
 from imgsearch_common.errors import ImgSearchError, UpstreamUnavailable
-from imgsearch_common.schemas import PointIn, UpsertRequest
+from imgsearch_common.payloads import UpsertRequest
 
 
 class IndexClient:
@@ -30,12 +30,11 @@ class IndexClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def upsert(self, collection: str, full: list[PointIn], windows: list[PointIn]) -> None:
-        body = UpsertRequest(collection=collection, full=full, windows=windows)
+    async def upsert(self, request: UpsertRequest) -> None:
         try:
             response = await self._client.post(
                 "/internal/v1/upsert",
-                content=body.model_dump_json(),
+                content=request.model_dump_json(exclude_none=True),
                 headers={"Content-Type": "application/json"},
             )
         except httpx.HTTPError as exc:

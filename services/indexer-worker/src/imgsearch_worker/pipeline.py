@@ -33,8 +33,7 @@ from imgsearch_common.imaging import (
     prescale,
     scale_boxes,
 )
-from imgsearch_common.settings import configured_window_geometry
-from imgsearch_common.windows import Box, geometry_boxes
+from imgsearch_common.windows import Box, WindowLayout
 
 
 class MissingFile(ImgSearchError):
@@ -95,14 +94,12 @@ def prepare_image(
     image_size: int,
     max_bytes: int,
     max_pixels: int,
-    scales: Sequence[float],
-    overlap: float,
-    max_windows: int,
+    layout: WindowLayout,
     jpeg_draft: bool = True,
     prescale_factor: float = 2.0,
     keep_decoded: bool = False,
 ) -> PreparedImage:
-    """Read, decode and cut one image into model inputs.
+    """Read, decode and cut one image into model inputs, its windows placed by ``layout``.
 
     ``jpeg_draft``: decode JPEGs at the smallest DCT scale that keeps every window at
     least ``image_size`` px (crops are cut from those decoded pixels, so the vectors equal
@@ -115,9 +112,7 @@ def prepare_image(
     t1 = time.perf_counter()
     opened = open_image(data, max_pixels=max_pixels)
     width, height = opened.size
-    boxes = geometry_boxes(
-        configured_window_geometry(), width, height, scales, overlap, max_windows
-    )
+    boxes = layout.boxes(width, height)
     need = needed_short_side(width, height, boxes, image_size)
     img = opened.decode(need if jpeg_draft else 0)
     t2 = time.perf_counter()

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from imgsearch_common.settings import CommonSettings, QdrantSettings
+from imgsearch_common.settings import CommonSettings, VectorStoreSettings
 
 
-class WorkerSettings(CommonSettings, QdrantSettings):
+class WorkerSettings(CommonSettings, VectorStoreSettings):
     #: Where to hand vectors when QDRANT_URL is unset: the search API owns the embedded
     #: index (an Edge shard is single-process). With QDRANT_URL, workers write to Qdrant.
     api_internal_url: str = "http://127.0.0.1:8000"

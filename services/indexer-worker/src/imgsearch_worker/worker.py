@@ -29,13 +29,12 @@ from functools import partial
 
 from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.errors import ImgSearchError
-from imgsearch_common.ids import window_id
 from imgsearch_common.jobs import Delivery, JobQueue
-from imgsearch_common.schemas import PointIn
 
 from .direct_index import IndexWriter
 from .metrics import WorkerMetrics
 from .pipeline import PreparedImage, prepare_image
+from .points import image_points
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,7 @@ class Worker:
         #: round so that other workers do not claim them while this one is alive.
         self._in_flight: set[str] = set()
         self._image_size = 0
+        self._layout = settings.window_layout()
         self.ready = asyncio.Event()
 
     # --- loops --------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class Worker:
             t0 = time.perf_counter()
             vectors = await self.encoder.embed_pixels(prepared.pixels)
             t1 = time.perf_counter()
-            await self.index.upsert(job.collection, *self._points(delivery, prepared, vectors))
+            await self.index.upsert(image_points(job, prepared, vectors))
             t2 = time.perf_counter()
         except ImgSearchError as exc:
             if exc.permanent:
@@ -167,43 +167,11 @@ class Worker:
             image_size=self._image_size,
             max_bytes=s.max_file_bytes,
             max_pixels=s.max_image_pixels,
-            scales=s.window_scales,
-            overlap=s.window_overlap,
-            max_windows=s.max_windows,
+            layout=self._layout,
             jpeg_draft=s.jpeg_draft,
             prescale_factor=s.window_prescale,
         )
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
-
-    @staticmethod
-    def _points(
-        delivery: Delivery, prepared: PreparedImage, vectors: object
-    ) -> tuple[list[PointIn], list[PointIn]]:
-        job = delivery.job
-        rows = vectors.tolist()  # type: ignore[attr-defined]
-        meta = {
-            "filename": os.path.basename(job.name) or os.path.basename(job.path),
-            "original_path": job.path if job.source == "folder" else job.name or job.path,
-            "stored_path": job.path,
-            "file_size": prepared.file_size,
-            "indexed_at": time.time(),
-            "width": prepared.width,
-            "height": prepared.height,
-            "collection": job.collection,
-            "source": job.source,
-            "sha256": prepared.sha256,
-            "windows": len(prepared.boxes),
-        }
-        full = [PointIn(id=prepared.image_id, vector=rows[0], payload=meta)]
-        windows = [
-            PointIn(
-                id=window_id(prepared.image_id, box),
-                vector=row,
-                payload={"parent_id": prepared.image_id, "box": list(box)},
-            )
-            for box, row in zip(prepared.boxes, rows[1:], strict=True)
-        ]
-        return full, windows
 
     async def _fail(self, delivery: Delivery, reason: str, message: str) -> None:
         log.warning("job %s failed permanently: %s (%s)", delivery.job.path, reason, message)

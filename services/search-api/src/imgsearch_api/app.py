@@ -24,9 +24,10 @@ from imgsearch_common.errors import install_error_handlers
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore import open_vector_store
 
+from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .routes import indexing, internal, pages, search
-from .search import SearchService
+from .search import SearchService, SearchTuning
 from .security import BodySizeLimit
 from .settings import ApiSettings
 from .state import AppState
@@ -41,9 +42,12 @@ def create_app(
     *,
     url_transport: httpx.AsyncBaseTransport | None = None,
     url_resolver: Resolver | None = None,
+    encoder_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the app. ``url_transport`` / ``url_resolver`` replace the network and DNS
-    under the URL fetcher (tests fake the remote web at that boundary)."""
+    under the URL fetcher (tests fake the remote web at that boundary);
+    ``encoder_transport`` the network to the encoder (tests run the real encoder app in
+    process behind an ``httpx.ASGITransport``)."""
     settings = settings or ApiSettings()
 
     @asynccontextmanager
@@ -54,25 +58,13 @@ def create_app(
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
             queue = JobQueue(redis)
-            store = open_vector_store(
-                settings.data_dir,
-                settings.qdrant_url,
-                settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
-                shards=settings.qdrant_shards,
-                replication_factor=settings.qdrant_replication_factor,
-                write_consistency=settings.qdrant_write_consistency,
-                hnsw_m=settings.hnsw_m,
-                hnsw_ef_construct=settings.hnsw_ef_construct,
-                optimize_threshold=settings.edge_optimize_threshold,
-                edge_quantization=settings.edge_quantization,
-                edge_hnsw_ef=settings.edge_hnsw_ef,
-                edge_oversampling=settings.edge_oversampling,
-            )
+            store = open_vector_store(settings, settings.data_dir)
             stack.push_async_callback(store.close)
             encoder = EncoderClient(
                 settings.encoder_url,
                 settings.internal_token_value(),
                 timeout_s=settings.encoder_timeout_s,
+                transport=encoder_transport,
             )
             stack.push_async_callback(encoder.aclose)
             fetcher = SafeFetcher(
@@ -100,10 +92,17 @@ def create_app(
                     store,
                     encoder,
                     pool,
+                    tuning=SearchTuning.from_settings(settings),
                     max_pixels=settings.max_image_pixels,
-                    window_search_limit=settings.window_search_limit,
-                    partial_rule=settings.partial_rule,
                     remove_text=text_remover.remove,
+                ),
+                indexing=IndexingService(
+                    queue,
+                    fetcher,
+                    pool,
+                    upload_dir=settings.uploads_path(),
+                    index_roots=tuple(settings.index_roots),
+                    max_pixels=settings.max_image_pixels,
                 ),
                 metrics=app.state.metrics,
             )

@@ -6,27 +6,17 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from imgsearch_common.settings import CommonSettings, QdrantSettings, env_list
+from imgsearch_common.settings import CommonSettings, VectorStoreSettings, baseline_alias, env_list
 from imgsearch_common.windows import QUERY_WINDOW_MAX, QUERY_WINDOW_SCALES
 
+from .search.aggregation import WindowRule
 
-class ApiSettings(CommonSettings, QdrantSettings):
+
+class ApiSettings(CommonSettings, VectorStoreSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     #: When set, write endpoints (indexing) require it as ``X-API-Key`` or a Bearer token.
     api_key: SecretStr | None = None
-
-    #: Edge: build the HNSW index once this many points were added since the last build.
-    edge_optimize_threshold: int = Field(default=20_000, ge=1)
-    #: Edge: ``int8`` creates new shards with scalar quantization (int8 vectors in RAM,
-    #: float32 originals on disk for rescoring: about a third of the RAM per vector);
-    #: ``none`` keeps float32 vectors in RAM. Existing shards keep how they were created.
-    edge_quantization: Literal["none", "int8"] = "none"
-    #: Edge: search beam width of the HNSW graph (unset: Qdrant's default). Larger:
-    #: better recall, slower queries (figures in benchmarks/README.md).
-    edge_hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
-    #: Edge with int8: candidates fetched per result by int8 score before rescoring.
-    edge_oversampling: float | None = Field(default=None, ge=1.0, le=16.0)
 
     #: Where uploaded and URL-fetched images are kept (workers read them from here).
     upload_dir: Path | None = None
@@ -42,12 +32,13 @@ class ApiSettings(CommonSettings, QdrantSettings):
 
     #: Window hits fetched per query for partial matching (then grouped per image).
     window_search_limit: int = Field(default=200, ge=1, le=10_000)
-    #: How a parent's window scores become one score: "max" (best window) or "seed"
-    #: (the original 0.7·max + 0.3·mean + 0.1·frequency). See aggregation.py.
-    partial_rule: Literal["max", "seed"] = "max"
-    #: Re-scoring (search.py, stage two): the best this-many pictures of an image query are
-    #: looked at again: the query is located in each picture by pixel correlation
-    #: (locate.py) and the box found is cut, encoded and scored (one encoder call for all).
+    #: How a parent's window scores become one score: "max" (best window) or "baseline"
+    #: (the original system's 0.7·max + 0.3·mean + 0.1·frequency; the old spelling "seed"
+    #: is accepted). See search/aggregation.py.
+    partial_rule: WindowRule = "max"
+    #: Re-scoring (search/rescoring.py, stage two): the best this-many pictures of an image
+    #: query are looked at again: the query is located in each picture by pixel correlation
+    #: (search/locate.py) and the box found is cut, encoded and scored (one encoder call for all).
     #: Costs about one crop and 30-80 ms of CPU per picture (a 2-core CPU: ~0.7 s per
     #: query at 8; a GPU: milliseconds), and reads those pictures' files. 0 = off.
     rescore_top_k: int = Field(default=8, ge=0, le=50)
@@ -86,6 +77,11 @@ class ApiSettings(CommonSettings, QdrantSettings):
         if not value:
             raise ValueError("needs at least one scale")
         return value
+
+    @field_validator("partial_rule", mode="before")
+    @classmethod
+    def _old_rule_name(cls, value: object) -> object:
+        return baseline_alias(value)
 
     @field_validator("index_roots", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore.base import VectorStore
 
+from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .search import SearchService
 from .settings import ApiSettings
@@ -30,6 +31,7 @@ class AppState:
     text_remover: TextRemover
     pool: ThreadPoolExecutor
     search: SearchService
+    indexing: IndexingService
     metrics: ApiMetrics
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
+from ..settings import VectorStoreSettings
 from .base import KINDS, Hit, Kind, PointRecord, VectorStore
 from .edge import QUANTIZATIONS, EdgeVectorStore, Quantization, StoreLocked
 from .qdrant_server import QdrantServerVectorStore
@@ -30,43 +33,39 @@ __all__ = [
 
 
 def open_vector_store(
-    data_dir: Path,
-    qdrant_url: str | None,
-    qdrant_api_key: str | None = None,
+    settings: VectorStoreSettings,
+    data_dir: Path | None = None,
     *,
-    shards: int | None = None,
-    replication_factor: int | None = None,
-    write_consistency: int | None = None,
-    hnsw_m: int = 16,
-    hnsw_ef_construct: int = 100,
-    optimize_threshold: int | None = 20_000,
-    edge_quantization: Quantization = "none",
-    edge_hnsw_ef: int | None = None,
-    edge_oversampling: float | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> VectorStore:
-    """The configured store: Edge under ``data_dir/index`` unless ``qdrant_url`` is set.
+    """The configured store: Edge under ``data_dir/index`` unless ``QDRANT_URL`` is set.
 
-    Raises :class:`StoreLocked` when another process has the Edge index open. The cluster
-    settings (``shards``, ``replication_factor``, ``write_consistency``) apply to a server;
-    the ``edge_*`` ones (int8 quantization of new shards, search beam width, rescoring
-    oversampling) to the embedded store.
+    The one place both back-ends are built from settings. Raises :class:`StoreLocked` when
+    another process has the Edge index open, and ``ValueError`` for Edge without a
+    ``data_dir``. The cluster settings (shards, replication, write consistency) apply to a
+    server; the ``edge_*`` ones (int8 quantization of new shards, search beam width,
+    rescoring oversampling, optimize threshold) to the embedded store. ``transport``
+    replaces the HTTP transport of a server store (tests pass a fake).
     """
-    if qdrant_url is None:
+    if settings.qdrant_url is None:
+        if data_dir is None:
+            raise ValueError("the embedded vector store needs a data directory")
         return EdgeVectorStore(
             Path(data_dir) / "index",
-            hnsw_m=hnsw_m,
-            hnsw_ef_construct=hnsw_ef_construct,
-            optimize_threshold=optimize_threshold,
-            quantization=edge_quantization,
-            hnsw_ef=edge_hnsw_ef,
-            oversampling=edge_oversampling,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construct=settings.hnsw_ef_construct,
+            optimize_threshold=settings.edge_optimize_threshold,
+            quantization=settings.edge_quantization,
+            hnsw_ef=settings.edge_hnsw_ef,
+            oversampling=settings.edge_oversampling,
         )
     return QdrantServerVectorStore(
-        qdrant_url,
-        qdrant_api_key,
-        shards=shards,
-        replication_factor=replication_factor,
-        write_consistency=write_consistency,
-        hnsw_m=hnsw_m,
-        hnsw_ef_construct=hnsw_ef_construct,
+        settings.qdrant_url,
+        settings.qdrant_api_key_value(),
+        shards=settings.qdrant_shards,
+        replication_factor=settings.qdrant_replication_factor,
+        write_consistency=settings.qdrant_write_consistency,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construct=settings.hnsw_ef_construct,
+        transport=transport,
     )

@@ -10,9 +10,6 @@ from ..errors import BadRequest
 from ..ids import validate_collection
 from .base import KINDS, Hit, Kind
 
-#: Payload key of a window point that names its image's point id.
-PARENT_ID = "parent_id"
-
 
 def check_target(collection: str, kind: Kind) -> None:
     """Validate a collection name (InvalidCollection) and a point kind."""

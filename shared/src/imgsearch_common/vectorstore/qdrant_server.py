@@ -26,8 +26,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from ..errors import BadRequest, UpstreamUnavailable
 from ..ids import validate_collection
+from ..payloads import PARENT_ID
 from ._util import (
-    PARENT_ID,
     check_target,
     common_dim,
     dimension_error,

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imgsearch_common.errors import NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
+from imgsearch_common.payloads import ImagePayload
 
 from ..state import AppState, get_state
 
@@ -81,11 +82,11 @@ async def image(state: State, image_id: str, collection: str = DEFAULT_COLLECTIO
     except ValueError:
         raise NotFound("no such image") from None
     hits = await state.store.retrieve(collection, "full", [image_id])
-    if not hits:
+    payload = ImagePayload.read(hits[0].payload) if hits else None
+    if payload is None:
         raise NotFound("no such image")
-    stored = str(hits[0].payload.get("stored_path") or hits[0].payload.get("original_path") or "")
     roots = [*await state.queue.roots(), str(state.settings.uploads_path())]
-    real = await asyncio.to_thread(_servable, stored, roots)
+    real = await asyncio.to_thread(_servable, payload.file_path, roots)
     if real is None:
         raise NotFound("the image file is not available")
     media_type = mimetypes.guess_type(real.name)[0] or "application/octet-stream"

@@ -11,21 +11,17 @@ from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.schemas import (
     MAX_LIMIT,
     MatchMode,
+    SearchOptions,
     SearchResponse,
     TextSearchRequest,
     UrlSearchRequest,
 )
 
-from ..search import SearchTuning
+from ..search import ImageSearch, SearchScope
 from ..state import AppState, get_state
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 State = Annotated[AppState, Depends(get_state)]
-
-
-def _tuning(state: AppState) -> SearchTuning:
-    # The search settings as this process configured them (cheap: a handful of fields).
-    return SearchTuning.from_settings(state.settings)
 
 
 def _observe(state: AppState, response: SearchResponse) -> SearchResponse:
@@ -50,36 +46,24 @@ async def search_by_image(
     data = await file.read()
     if not data:
         raise EmptyInput("the uploaded file is empty")
-    response = await state.search.by_image(
-        data,
-        collection=collection,
-        use_full=use_full_matching,
-        use_partial=use_partial_matching,
+    options = SearchOptions(
+        use_full_matching=use_full_matching,
+        use_partial_matching=use_partial_matching,
         remove_text=remove_text,
-        enhance=enhance_image,
+        enhance_image=enhance_image,
         limit=limit,
+        collection=collection,
         min_score=min_score,
         match_mode=match_mode,
-        tuning=_tuning(state),
     )
+    response = await state.search.by_image(data, ImageSearch.from_options(options))
     return _observe(state, response)
 
 
 @router.post("/by-url", response_model=SearchResponse)
 async def search_by_url(state: State, body: UrlSearchRequest) -> SearchResponse:
     data = await state.fetcher.fetch(body.url)
-    response = await state.search.by_image(
-        data,
-        collection=body.collection,
-        use_full=body.use_full_matching,
-        use_partial=body.use_partial_matching,
-        remove_text=body.remove_text,
-        enhance=body.enhance_image,
-        limit=body.limit,
-        min_score=body.min_score,
-        match_mode=body.match_mode,
-        tuning=_tuning(state),
-    )
+    response = await state.search.by_image(data, ImageSearch.from_options(body))
     return _observe(state, response)
 
 
@@ -87,13 +71,5 @@ async def search_by_url(state: State, body: UrlSearchRequest) -> SearchResponse:
 async def search_by_text(state: State, body: TextSearchRequest) -> SearchResponse:
     if not body.text.strip():
         raise EmptyInput("the text is empty")
-    response = await state.search.by_text(
-        body.text,
-        collection=body.collection,
-        use_full=body.use_full_matching,
-        use_partial=body.use_partial_matching,
-        limit=body.limit,
-        min_score=body.min_score,
-        tuning=_tuning(state),
-    )
+    response = await state.search.by_text(body.text, SearchScope.from_options(body))
     return _observe(state, response)

@@ -34,7 +34,7 @@ from qdrant_edge import (
 
 from ...errors import ImgSearchError
 from ...ids import validate_collection
-from .._util import PARENT_ID
+from ...payloads import PARENT_ID
 from ..base import KINDS, Kind
 
 # The back-end's one logger name, as before it was split into modules (log lines show it).

@@ -28,8 +28,8 @@ from qdrant_edge import (
 )
 
 from ...ids import validate_collection
+from ...payloads import PARENT_ID
 from .._util import (
-    PARENT_ID,
     check_target,
     common_dim,
     in_request_order,

@@ -3,12 +3,13 @@
 Three kinds of evidence can say that an indexed picture matches a query:
 
 - **full**: the query's vector against the picture's full-image vector;
-- **region** (partial matching): the query against the picture's *windows*. Each hit belongs
-  to a parent picture; a *partial rule* turns a parent's window scores into one score:
+- **windows** (the public API's *partial matching*, ``match_mode=region``): the query
+  against the picture's *windows*. Each hit belongs to a parent picture; a *window rule*
+  (the setting ``PARTIAL_RULE``) turns a parent's window scores into one score:
 
-  - ``"max"`` (default, :func:`max_partial_score`): the best window's score. A query that
-    is a region of a picture matches *one* window well; the other windows say nothing.
-  - ``"seed"`` (:func:`seed_partial_score`): the original system's rule,
+  - ``"max"`` (default, :func:`best_window_score`): the best window's score. A query that
+    is a part of a picture matches *one* window well; the other windows say nothing.
+  - ``"baseline"`` (:func:`baseline_window_score`): the original system's rule,
     ``0.7·max + 0.3·mean + 0.1·frequency``, where *frequency* is the parent's share of all
     window hits of the query. Kept as the reference. The mean and the frequency bonus
     favour pictures with many mediocre windows (textures, documents) over the one picture
@@ -24,7 +25,7 @@ Three kinds of evidence can say that an indexed picture matches a query:
 
 :func:`merge_matches` gives each picture the best of its scores. :func:`apply_rescores`
 folds in the second stage of the search, which re-scores the top pictures on freshly cut
-boxes (see ``search.py``): a better re-score replaces the score and the box it came from.
+boxes (see ``rescoring.py``): a better re-score replaces the score and the box it came from.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
+from imgsearch_common.schemas import MatchType
 from imgsearch_common.windows import Box, centre_square, parent_box_in_query
 
 W_MAX = 0.7
@@ -40,7 +43,8 @@ W_MEAN = 0.3
 W_FREQ = 0.1
 #: Boxes returned per result (best first).
 MAX_BOXES = 3
-PARTIAL_RULES = ("max", "seed")
+WindowRule = Literal["max", "baseline"]
+WINDOW_RULES: tuple[WindowRule, ...] = ("max", "baseline")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,9 @@ class WindowHit:
 
 
 @dataclass
-class PartialMatch:
+class WindowMatch:
+    """What a picture's windows say: its score under the window rule, and the best boxes."""
+
     parent_id: str
     score: float
     max_score: float
@@ -87,21 +93,23 @@ class RankedImage:
     image_id: str
     score: float
     full_score: float | None
-    partial: PartialMatch | None
+    windows: WindowMatch | None
     contains: ContainsMatch | None = None
 
     @property
-    def match_type(self) -> str:
+    def match_type(self) -> MatchType:
+        """The public name of what matched (the original system's names for full-image and
+        window matches: ``partial`` is its word for windows)."""
         if self.contains is not None and self.score == self.contains.score:
             return "contains"
-        if self.partial is None:
+        if self.windows is None:
             return "full"
         if self.full_score is None:
             return "partial_to_full"
         return "full_and_partial"
 
 
-def seed_partial_score(
+def baseline_window_score(
     scores: Sequence[float],
     total_hits: int,
     *,
@@ -109,7 +117,8 @@ def seed_partial_score(
     w_mean: float = W_MEAN,
     w_freq: float = W_FREQ,
 ) -> float:
-    """The seed's rule: ``w_max·max + w_mean·mean + w_freq·(len(scores) / total_hits)``."""
+    """The original system's rule:
+    ``w_max·max + w_mean·mean + w_freq·(len(scores) / total_hits)``."""
     if not scores:
         raise ValueError("at least one score is needed")
     if total_hits < len(scores):
@@ -119,7 +128,7 @@ def seed_partial_score(
     return w_max * top + w_mean * mean + w_freq * (len(scores) / total_hits)
 
 
-def max_partial_score(scores: Sequence[float]) -> float:
+def best_window_score(scores: Sequence[float]) -> float:
     """The best window's score."""
     if not scores:
         raise ValueError("at least one score is needed")
@@ -127,22 +136,24 @@ def max_partial_score(scores: Sequence[float]) -> float:
 
 
 def aggregate_window_hits(
-    hits: Sequence[WindowHit], *, rule: str = "max", max_boxes: int = MAX_BOXES
-) -> dict[str, PartialMatch]:
+    hits: Sequence[WindowHit], *, rule: WindowRule = "max", max_boxes: int = MAX_BOXES
+) -> dict[str, WindowMatch]:
     """Group window hits by parent image and score each parent with ``rule``."""
-    if rule not in PARTIAL_RULES:
-        raise ValueError(f"unknown partial rule {rule!r}; use one of {PARTIAL_RULES}")
+    if rule not in WINDOW_RULES:
+        raise ValueError(f"unknown window rule {rule!r}; use one of {WINDOW_RULES}")
     by_parent: dict[str, list[WindowHit]] = defaultdict(list)
     for hit in hits:
         by_parent[hit.parent_id].append(hit)
     total = len(hits)
-    out: dict[str, PartialMatch] = {}
+    out: dict[str, WindowMatch] = {}
     for parent, group in by_parent.items():
         scores = [h.score for h in group]
         ranked = sorted(group, key=lambda h: h.score, reverse=True)
-        out[parent] = PartialMatch(
+        out[parent] = WindowMatch(
             parent_id=parent,
-            score=max_partial_score(scores) if rule == "max" else seed_partial_score(scores, total),
+            score=best_window_score(scores)
+            if rule == "max"
+            else baseline_window_score(scores, total),
             max_score=ranked[0].score,
             mean_score=sum(scores) / len(scores),
             count=len(group),
@@ -201,23 +212,23 @@ def aggregate_query_windows(
 
 def merge_matches(
     full_scores: Mapping[str, float],
-    partial: Mapping[str, PartialMatch],
+    windows: Mapping[str, WindowMatch],
     *,
     limit: int,
     min_score: float | None = None,
     contains: Mapping[str, ContainsMatch] | None = None,
 ) -> list[RankedImage]:
-    """One ranked list: an image scores the best of its full, partial and contains scores.
+    """One ranked list: an image scores the best of its full, window and contains scores.
 
     Ties are broken by image id so the order is deterministic. Images under
     ``min_score`` are dropped (the no-match rule).
     """
     contains = contains or {}
-    ids = set(full_scores) | set(partial) | set(contains)
+    ids = set(full_scores) | set(windows) | set(contains)
     ranked: list[RankedImage] = []
     for image_id in ids:
         full = full_scores.get(image_id)
-        part = partial.get(image_id)
+        part = windows.get(image_id)
         cont = contains.get(image_id)
         candidates = [
             s
@@ -236,7 +247,7 @@ def merge_matches(
 class Rescore:
     """Stage two's best freshly cut box for a picture, and its score against the query.
 
-    Region matches: ``box`` is the box of the picture (its pixels) that matches the query.
+    Window matches: ``box`` is the box of the picture (its pixels) that matches the query.
     Contains matches: ``query_box`` is where the picture lies in the query (query pixels),
     and ``box`` the part of the picture shown there.
     """
@@ -256,8 +267,8 @@ def apply_rescores(
 ) -> list[RankedImage]:
     """Fold stage-two re-scores into the ranking.
 
-    A picture's re-score counts only when it beats the score it had. A region re-score
-    becomes the picture's partial score and its box the first matched box (the first
+    A picture's re-score counts only when it beats the score it had. A window re-score
+    becomes the picture's window score and its box the first matched box (the first
     stage's boxes follow); a contains re-score becomes its contains score and box. Then
     re-sorted (ties by id), ``min_score`` applied, cut to ``limit``.
     """
@@ -270,9 +281,9 @@ def apply_rescores(
                 contains = ContainsMatch(r.image_id, new.score, window, new.query_box, new.box)
                 r = replace(r, score=new.score, contains=contains)
             else:
-                old = r.partial
+                old = r.windows
                 kept = [b for b in (old.boxes if old else []) if b[0] != new.box]
-                partial = PartialMatch(
+                windows = WindowMatch(
                     parent_id=r.image_id,
                     score=new.score,
                     max_score=max(new.score, old.max_score if old else new.score),
@@ -280,7 +291,7 @@ def apply_rescores(
                     count=old.count if old else 0,
                     boxes=[(new.box, new.score), *kept][:MAX_BOXES],
                 )
-                r = replace(r, score=new.score, partial=partial)
+                r = replace(r, score=new.score, windows=windows)
         if min_score is None or r.score >= min_score:
             out.append(r)
     out.sort(key=lambda r: (-r.score, r.image_id))

@@ -1,0 +1,60 @@
+"""One indexed image as points: the payload builder of the worker (and the benchmarks).
+
+The full-image point carries the image's :class:`~imgsearch_common.payloads.ImagePayload`,
+each window point its :class:`~imgsearch_common.payloads.WindowPayload`; ids are
+deterministic (``imgsearch_common.ids``), so a replayed job writes the same points.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from imgsearch_common.ids import window_id
+from imgsearch_common.jobs import Job
+from imgsearch_common.payloads import (
+    ImagePayload,
+    ImagePointIn,
+    UpsertRequest,
+    WindowPayload,
+    WindowPointIn,
+)
+
+from .pipeline import PreparedImage
+
+
+def image_payload(
+    job: Job, prepared: PreparedImage, indexed_at: float | None = None
+) -> ImagePayload:
+    """What the index records about the image of ``job``."""
+    return ImagePayload(
+        filename=os.path.basename(job.name) or os.path.basename(job.path),
+        # A folder file is known by its path; an upload or a URL by what the user gave.
+        original_path=job.path if job.source == "folder" else job.name or job.path,
+        stored_path=job.path,
+        file_size=prepared.file_size,
+        indexed_at=time.time() if indexed_at is None else indexed_at,
+        width=prepared.width,
+        height=prepared.height,
+        collection=job.collection,
+        source=job.source,
+        sha256=prepared.sha256,
+        windows=len(prepared.boxes),
+    )
+
+
+def image_points(job: Job, prepared: PreparedImage, vectors: np.ndarray) -> UpsertRequest:
+    """The hand-off of one image: ``vectors`` are the full view's, then each window's."""
+    rows = vectors.tolist()
+    full = ImagePointIn(id=prepared.image_id, vector=rows[0], payload=image_payload(job, prepared))
+    windows = [
+        WindowPointIn(
+            id=window_id(prepared.image_id, box),
+            vector=row,
+            payload=WindowPayload(parent_id=prepared.image_id, box=box),
+        )
+        for box, row in zip(prepared.boxes, rows[1:], strict=True)
+    ]
+    return UpsertRequest(collection=job.collection, full=[full], windows=windows)

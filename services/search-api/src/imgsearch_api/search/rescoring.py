@@ -1,0 +1,205 @@
+"""Stage two: re-scoring the best pictures on freshly cut boxes.
+
+Indexed windows are coarse (at most ``MAX_WINDOWS`` per picture): a small crop only
+half-fills its best window, and on a 2-core CPU there is no budget for the hundreds of
+windows that would fit it. So, for each of the top ``RESCORE_TOP_K`` pictures of an image
+query, the query is *located* in it (``locate.locate``: pixel correlation over sizes, then
+a finer pass), the box found is cut from the picture's file, and all these boxes go to the
+encoder in one call. A box that beats the picture's first-stage score replaces it, and
+becomes the matched box. For a ``contains`` match it is the other way round: the picture
+is located in the query, and the query's crop there is compared with the picture's own
+view. The model decides, the correlation only proposes: a query that is not a copy of part
+of a picture (another photo of the same thing) gets a poor box whose score loses to the
+first stage's. ``RESCORE_FRACTIONS`` adds boxes of the query's shape centred on the best
+window. A picture whose file cannot be read (moved, or a server without the files) keeps
+its first-stage score.
+
+Cutting runs in the search API's thread pool, one picture per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.errors import ImgSearchError
+from imgsearch_common.imaging import crops_to_model_inputs, model_input, open_image, scale_boxes
+from imgsearch_common.payloads import ImagePayload
+from imgsearch_common.windows import Box, refine_boxes
+
+from .aggregation import RankedImage, Rescore, clip_box
+from .locate import locate
+from .query import PreparedQuery
+
+log = logging.getLogger(__name__)
+
+#: Largest picture file re-scoring reads.
+RESCORE_MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Re-scoring decodes JPEGs at a reduced scale that keeps this short side (a crop of 5 %
+#: of the area then still has about 224 px).
+RESCORE_DECODE_SIDE = 1024
+
+
+@dataclass
+class CandidateBoxes:
+    """The boxes stage two scores for one picture, as model inputs."""
+
+    image_id: str
+    #: Window matches: one model input per box. Contains: the picture's view, then one
+    #: query crop per box.
+    pixels: np.ndarray
+    #: The picture's pixels each candidate stands for.
+    boxes: list[Box]
+    #: Contains: where the picture lies in the query, per candidate.
+    query_boxes: list[Box]
+    contains: bool = False
+
+
+@dataclass(frozen=True)
+class Rescorer:
+    encoder: EncoderClient
+    pool: Executor
+    max_pixels: int
+    #: ``RESCORE_FRACTIONS``.
+    fractions: tuple[float, ...] = ()
+
+    async def rescore(
+        self,
+        vector: np.ndarray,
+        top: Sequence[RankedImage],
+        payloads: Mapping[str, ImagePayload],
+        query: PreparedQuery,
+        image_size: int,
+    ) -> dict[str, Rescore]:
+        """Cut candidate boxes from the top pictures (or, for contains matches, from the
+        query), encode them in one call, keep each picture's best."""
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for r in top:
+            payload = payloads.get(r.image_id)
+            if payload is None or payload.size is None or not payload.file_path:
+                continue
+            jobs.append((r, payload.file_path, payload.size))
+        if not jobs:
+            return {}
+        cut = await asyncio.gather(
+            *(
+                loop.run_in_executor(self.pool, self._candidates, r, path, size, query, image_size)
+                for r, path, size in jobs
+            )
+        )
+        kept = [c for c in cut if c is not None]
+        if not kept:
+            return {}
+        vectors = await self.encoder.embed_pixels(np.concatenate([c.pixels for c in kept]))
+        out: dict[str, Rescore] = {}
+        at = 0
+        for c in kept:
+            n = len(c.pixels)
+            block = vectors[at : at + n]
+            at += n
+            # Contains: the picture's own view first, then the query's crops.
+            scores = block[1:] @ block[0] if c.contains else block @ vector
+            best = int(np.argmax(scores))
+            out[c.image_id] = Rescore(
+                c.image_id,
+                float(scores[best]),
+                c.boxes[best],
+                c.query_boxes[best] if c.contains else None,
+            )
+        return out
+
+    def _candidates(
+        self,
+        r: RankedImage,
+        path: str,
+        size: tuple[int, int],
+        query: PreparedQuery,
+        image_size: int,
+    ) -> CandidateBoxes | None:
+        """Model inputs of the candidate boxes for one picture, or None if its file is gone."""
+        picture = self._read_picture(path, size)
+        if picture is None:
+            return None
+        if r.contains is not None and r.score == r.contains.score:
+            return _contains_candidates(r, picture, size, query, image_size)
+        return self._window_candidates(r, picture, size, query, image_size)
+
+    def _window_candidates(
+        self,
+        r: RankedImage,
+        picture: Image.Image,
+        size: tuple[int, int],
+        query: PreparedQuery,
+        image_size: int,
+    ) -> CandidateBoxes | None:
+        """Where is the query in the picture? The located box, and the query's shape
+        around the best window at ``fractions`` of its area."""
+        fx, fy = picture.width / size[0], picture.height / size[1]
+        region = r.windows.boxes[0][0] if r.windows and r.windows.boxes else (0, 0, *size)
+        aspect = query.size[0] / query.size[1]
+        boxes = (
+            refine_boxes(region, aspect, size[0], size[1], self.fractions) if self.fractions else []
+        )
+        found = locate(query.image, picture)
+        if found is not None:
+            x0, y0, x1, y1 = found.box
+            located = (round(x0 / fx), round(y0 / fy), round(x1 / fx), round(y1 / fy))
+            located = clip_box(located, *size)
+            if located[2] > located[0] and located[3] > located[1]:
+                boxes.insert(0, located)
+        boxes = list(dict.fromkeys(boxes))
+        if not boxes:
+            return None
+        scaled = scale_boxes(boxes, fx, fy) if picture.size != size else boxes
+        pixels = crops_to_model_inputs(picture, scaled, image_size)
+        return CandidateBoxes(r.image_id, pixels, boxes, [])
+
+    def _read_picture(self, path: str, size: tuple[int, int]) -> Image.Image | None:
+        """An indexed picture's pixels (JPEG: decoded at a reduced scale that keeps at
+        least ``RESCORE_DECODE_SIDE`` px on the short side), or None if unreadable."""
+        try:
+            if not os.path.isfile(path) or os.path.getsize(path) > RESCORE_MAX_FILE_BYTES:
+                return None
+            with open(path, "rb") as f:
+                data = f.read()
+            opened = open_image(data, max_pixels=self.max_pixels)
+            if opened.size != size:
+                return None  # the file changed since it was indexed
+            return opened.decode(RESCORE_DECODE_SIDE)
+        except (OSError, ImgSearchError) as exc:
+            log.info("re-scoring skipped %s: %s", path, exc)
+            return None
+
+
+def _contains_candidates(
+    r: RankedImage,
+    picture: Image.Image,
+    size: tuple[int, int],
+    query: PreparedQuery,
+    image_size: int,
+) -> CandidateBoxes | None:
+    """Where does the picture lie in the query? The located box, and the query window's
+    estimate; each compared with the picture's own view."""
+    assert r.contains is not None
+    frames = [r.contains.query_box]
+    found = locate(picture, query.image)
+    if found is not None:
+        frames.insert(0, found.box)
+    frames = list(dict.fromkeys(b for b in frames if b[2] > b[0] and b[3] > b[1]))
+    if not frames:
+        return None
+    pixels = np.empty((1 + len(frames), image_size, image_size, 3), dtype=np.uint8)
+    pixels[0] = model_input(picture, image_size)
+    for i, frame in enumerate(frames):
+        pixels[1 + i] = model_input(query.image.crop(frame), image_size)
+    full = (0, 0, size[0], size[1])
+    return CandidateBoxes(r.image_id, pixels, [full] * len(frames), frames, contains=True)

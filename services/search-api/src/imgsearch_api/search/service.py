@@ -1,0 +1,129 @@
+"""The search path: query → vectors → candidates → re-scoring → results.
+
+Each step has its room: ``query`` (what is asked, and an image query prepared for the
+model), ``candidates`` (stage one: the index searched and the hits aggregated), ``rescoring``
+(stage two: the best pictures looked at again on freshly cut boxes), ``results`` (the
+public response). This module only puts them in order, and keeps the timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+
+from PIL import Image
+
+from imgsearch_common.encoder_client import EncoderClient
+from imgsearch_common.ids import validate_collection
+from imgsearch_common.schemas import SearchResponse
+from imgsearch_common.vectorstore.base import VectorStore
+
+from .aggregation import RankedImage, apply_rescores
+from .candidates import Candidates, CandidateSearch, QueryVectors
+from .query import ImageSearch, PreparedQuery, QueryPreparer, SearchScope
+from .rescoring import Rescorer
+from .results import build_result
+from .timings import Timings
+from .tuning import SearchTuning
+
+
+class SearchService:
+    def __init__(
+        self,
+        store: VectorStore,
+        encoder: EncoderClient,
+        pool: Executor,
+        *,
+        tuning: SearchTuning,
+        max_pixels: int,
+        remove_text: Callable[[Image.Image], Image.Image],
+    ) -> None:
+        self.encoder = encoder
+        self.pool = pool
+        self.tuning = tuning
+        self._preparer = QueryPreparer(
+            max_pixels, remove_text, tuning.query_window_scales, tuning.query_window_max
+        )
+        self._candidates = CandidateSearch(store, tuning)
+        self._rescorer = Rescorer(encoder, pool, max_pixels, tuning.rescore_fractions)
+
+    async def by_image(self, data: bytes, request: ImageSearch) -> SearchResponse:
+        timings = Timings()
+        scope = request.scope
+        validate_collection(scope.collection)
+        mode = request.mode(self.tuning)
+        info = await self.encoder.info()
+        query = await asyncio.get_running_loop().run_in_executor(
+            self.pool,
+            self._preparer.prepare,
+            data,
+            info.image_size,
+            request,
+            mode in ("auto", "contains"),
+            timings,
+        )
+        with timings.stage("encode"):
+            vectors = await self.encoder.embed_pixels(query.pixels)
+        # ``region`` is the public name of matching against the index's windows.
+        scope = replace(scope, use_windows=scope.use_windows and mode in ("auto", "region"))
+        return await self._search(
+            scope, QueryVectors(vectors[0], vectors[1:]), timings, query, info.image_size
+        )
+
+    async def by_text(self, text: str, scope: SearchScope) -> SearchResponse:
+        timings = Timings()
+        validate_collection(scope.collection)
+        with timings.stage("encode"):
+            vector = (await self.encoder.embed_texts([text]))[0]
+        return await self._search(scope, QueryVectors(vector), timings)
+
+    async def _search(
+        self,
+        scope: SearchScope,
+        vectors: QueryVectors,
+        timings: Timings,
+        query: PreparedQuery | None = None,
+        image_size: int = 0,
+    ) -> SearchResponse:
+        tune = self.tuning
+        threshold = scope.min_score if scope.min_score is not None else tune.default_min_score
+        # Stage two looks at image queries matched by windows, the index's or the query's.
+        rescoring = (
+            query is not None
+            and tune.rescore_top_k > 0
+            and (scope.use_windows or len(vectors.windows) > 0)
+        )
+        found = await self._candidates.run(
+            scope,
+            vectors,
+            query,
+            # Re-scoring may lift a picture above others: keep enough, drop nothing yet.
+            keep=max(scope.limit, tune.rescore_top_k) if rescoring else scope.limit,
+            min_score=None if rescoring else threshold,
+            timings=timings,
+        )
+        ranked = found.ranked
+        if rescoring and query is not None:
+            with timings.stage("rescore"):
+                rescores = await self._rescorer.rescore(
+                    vectors.view, ranked[: tune.rescore_top_k], found.payloads, query, image_size
+                )
+                ranked = apply_rescores(ranked, rescores, limit=scope.limit, min_score=threshold)
+        return _response(found, ranked, scope, query, timings)
+
+
+def _response(
+    found: Candidates,
+    ranked: Sequence[RankedImage],
+    scope: SearchScope,
+    query: PreparedQuery | None,
+    timings: Timings,
+) -> SearchResponse:
+    results = [
+        build_result(r, found.payloads.get(r.image_id), scope.collection, query) for r in ranked
+    ]
+    return SearchResponse(
+        results=results, processing_time_ms=timings.total_ms(), timings_ms=timings.ms
+    )

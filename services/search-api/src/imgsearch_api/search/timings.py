@@ -1,0 +1,29 @@
+"""Server-side time per stage of one search (the response's ``timings_ms``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Timings:
+    """Milliseconds per named stage, rounded to microseconds. Stages run one after the
+    other (a stage may run in a worker thread while its caller awaits it)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.ms[name] = elapsed_ms(t0)
+
+    def total_ms(self) -> float:
+        return elapsed_ms(self.started)
+
+
+def elapsed_ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)

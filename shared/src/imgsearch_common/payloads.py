@@ -1,0 +1,112 @@
+"""The payload contract: what the index stores beside each vector, and what a worker hands
+to the index owner.
+
+One type per point kind, written by the worker (``imgsearch_worker.points``) and read by the
+search API, the vector-store back-ends and the benchmarks; the field names are the stored
+JSON keys, so points written before these types existed read back unchanged.
+
+- :class:`ImagePayload` — a ``"full"`` point: the public :class:`ImageMetadata` plus what
+  only the server needs (where the file is on its disk, its content hash, its window count).
+- :class:`WindowPayload` — a ``"window"`` point: its image's point id and its box.
+- :class:`UpsertRequest` — the internal hand-off (``POST /internal/v1/upsert``, see
+  docs/CONTRACTS.md): full-image and window points of one or more images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .schemas import ImageMetadata
+from .windows import Box
+
+#: Key of a window payload that names its image's point id. The stores keep a keyword
+#: index on it and delete an image's windows by filtering on it.
+PARENT_ID = "parent_id"
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ImagePayload(ImageMetadata):
+    """Payload of an image's full-image point."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Where the server reads the file: the folder file itself, or the content-addressed
+    #: copy of an upload or a fetched URL. Unset on points from before it was recorded:
+    #: :attr:`file_path` falls back to ``original_path`` then.
+    stored_path: str | None = None
+    sha256: str | None = None
+    #: How many window points the image has.
+    windows: int | None = None
+
+    @property
+    def file_path(self) -> str:
+        """The file the server serves and re-scores this image from."""
+        return self.stored_path or self.original_path
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """``(width, height)``, or None when the stored size is not a real one."""
+        return (self.width, self.height) if self.width > 0 and self.height > 0 else None
+
+    def metadata(self) -> ImageMetadata:
+        """What a search result shows of the image: the original system's fields, none of
+        the server-side ones."""
+        return ImageMetadata.model_validate(
+            self.model_dump(include=set(ImageMetadata.model_fields))
+        )
+
+    @classmethod
+    def read(cls, payload: Mapping[str, Any] | None) -> Self | None:
+        """The payload of a stored point, or None when it is missing or not one of ours."""
+        return _read(cls, payload)
+
+
+class WindowPayload(BaseModel):
+    """Payload of a window point: its image and its box in the image's pixels."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parent_id: str = Field(min_length=1)
+    #: ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive (see ``imgsearch_common.windows``).
+    box: Box
+
+    @classmethod
+    def read(cls, payload: Mapping[str, Any] | None) -> Self | None:
+        """The payload of a stored point, or None when it is missing or not one of ours."""
+        return _read(cls, payload)
+
+
+def _read(model: type[_M], payload: Mapping[str, Any] | None) -> _M | None:
+    if not payload:
+        return None
+    try:
+        return model.model_validate(payload)
+    except ValidationError:
+        return None
+
+
+# --- the hand-off ---------------------------------------------------------------------------
+
+
+class ImagePointIn(BaseModel):
+    id: str
+    vector: list[float]
+    payload: ImagePayload
+
+
+class WindowPointIn(BaseModel):
+    id: str
+    vector: list[float]
+    payload: WindowPayload
+
+
+class UpsertRequest(BaseModel):
+    """Internal: a worker hands the points of one or more images to the index owner."""
+
+    collection: str
+    full: list[ImagePointIn] = Field(default_factory=list)
+    windows: list[WindowPointIn] = Field(default_factory=list)
