@@ -13,7 +13,7 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
 
 help:
 	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
-	@echo "make test                      install on first use, run every test"
+	@echo "make test                      install on first use, lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
 	@echo "make lint | typecheck | clean"
 
@@ -33,7 +33,9 @@ $(STAMP): $(PROJECTS) requirements-dev.txt
 run: $(STAMP)
 	$(BIN)/python -m imgsearch_devstack $(if $(IMAGES_DIR),--images-dir "$(IMAGES_DIR)")
 
-test: $(STAMP)
+# Every test, after the tree passes the linter, the formatter check and the type checker
+# (CI runs exactly this; any finding fails it).
+test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks are programs, not tests: each prints a table and writes JSON under $(BENCH_OUT).
@@ -49,17 +51,21 @@ bench-throughput: $(STAMP)
 bench-gpu:
 	bash benchmarks/gpu.sh
 
+#: Python code ruff checks and formats; packages mypy checks strictly.
+CODE := shared services tools tests benchmarks
+TYPED := shared/src services/encoder/src services/search-api/src \
+         services/indexer-worker/src tools/src benchmarks
+
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests benchmarks tools
-	$(BIN)/ruff format --check shared services tests benchmarks tools
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 format: $(STAMP)
-	$(BIN)/ruff format shared services tests benchmarks tools
-	$(BIN)/ruff check --fix shared services tests benchmarks tools
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy shared/src services/encoder/src services/search-api/src services/indexer-worker/src \
-	    tools/src
+	$(BIN)/mypy --strict $(TYPED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

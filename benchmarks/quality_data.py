@@ -175,10 +175,10 @@ def _downscaled(path: Path, max_side: int, folder: Path) -> Image.Image:
     if cached.exists():
         with Image.open(cached) as img:
             return img.convert("RGB")
-    img = downscale(decode_image(path.read_bytes(), max_pixels=200_000_000), max_side)
+    small = downscale(decode_image(path.read_bytes(), max_pixels=200_000_000), max_side)
     folder.mkdir(parents=True, exist_ok=True)
-    img.save(cached)
-    return img
+    small.save(cached)
+    return small
 
 
 def featureless(img: Image.Image) -> bool:

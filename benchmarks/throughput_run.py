@@ -249,13 +249,14 @@ def prep_costs(photos: list[Any]) -> dict[str, Any]:
 
     from .throughput_model import LAYOUT
 
+    #: name → (jpeg_draft, prescale_factor)
     options = {
-        "full_decode_every_window_resized": {"jpeg_draft": False, "prescale_factor": 0.0},
-        "jpeg_draft": {"jpeg_draft": True, "prescale_factor": 0.0},
-        "jpeg_draft_and_prescale": {"jpeg_draft": True, "prescale_factor": 2.0},
+        "full_decode_every_window_resized": (False, 0.0),
+        "jpeg_draft": (True, 0.0),
+        "jpeg_draft_and_prescale": (True, 2.0),
     }
     out: dict[str, Any] = {"images": len(photos), "ms_per_image": {}}
-    for name, option in options.items():
+    for name, (jpeg_draft, prescale_factor) in options.items():
         per_format: dict[str, list[float]] = {}
         for photo in photos:
             prepared = prepare_image(
@@ -264,7 +265,8 @@ def prep_costs(photos: list[Any]) -> dict[str, Any]:
                 max_bytes=10**9,
                 max_pixels=10**9,
                 layout=LAYOUT,
-                **option,
+                jpeg_draft=jpeg_draft,
+                prescale_factor=prescale_factor,
             )
             t = prepared.timings
             per_format.setdefault(photo.format, []).append(t["decode"] + t["windows"])

@@ -73,7 +73,8 @@ def _queries(all_vectors: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(SEED + 2)
     base = all_vectors[rng.integers(0, len(all_vectors), QUERIES)]
     q = base + 0.5 * rng.standard_normal(base.shape, dtype=np.float32) / math.sqrt(DIM)
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    out: np.ndarray = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def _point_id(i: int) -> str:

@@ -476,7 +476,8 @@ def synthetic_vectors(
     """Unit vectors clustered around ``centroids`` (image-like: neighbours exist)."""
     picks = centroids[rng.integers(0, len(centroids), n)]
     v = picks + spread * rng.standard_normal((n, dim), dtype=np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    out: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
 
 
 def build_search_index(
