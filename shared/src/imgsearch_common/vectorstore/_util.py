@@ -1,4 +1,9 @@
-"""Small helpers both back-ends share: argument checks and vector conversion."""
+"""Small helpers both back-ends share: argument checks and vector conversion.
+
+:func:`upsert_vectors` and :func:`search_queries` are the argument contract of
+``upsert`` and ``search`` (the contract suite runs it against both back-ends), written
+once so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import numpy as np
 
 from ..errors import BadRequest
 from ..ids import validate_collection
-from .base import KINDS, Hit, Kind
+from .base import KINDS, Hit, Kind, PointRecord
 
 
 def check_target(collection: str, kind: Kind) -> None:
@@ -17,6 +22,29 @@ def check_target(collection: str, kind: Kind) -> None:
     if kind not in KINDS:
         # A programming error, not a client's: the services only pass the two literals.
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+
+
+def upsert_vectors(
+    collection: str, kind: Kind, points: Sequence[PointRecord]
+) -> tuple[list[list[float]], int]:
+    """An upsert's checked arguments: each point's vector as a list, and their one dimension.
+
+    ``([], 0)`` for no points (nothing to write, but the target is checked all the same);
+    mixed or empty vectors are a bad request (:func:`common_dim`).
+    """
+    check_target(collection, kind)
+    if not points:
+        return [], 0
+    vectors = [vector_list(p.vector) for p in points]
+    return vectors, common_dim(vectors)
+
+
+def search_queries(
+    collection: str, kind: Kind, vectors: Sequence[Sequence[float] | np.ndarray]
+) -> list[list[float]]:
+    """A search's checked arguments: the target, and the query vectors as lists."""
+    check_target(collection, kind)
+    return vector_lists(vectors)
 
 
 def vector_list(vector: Sequence[float] | np.ndarray) -> list[float]:

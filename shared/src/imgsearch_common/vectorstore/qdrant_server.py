@@ -29,11 +29,10 @@ from ..ids import validate_collection
 from ..payloads import PARENT_ID
 from ._util import (
     check_target,
-    common_dim,
     dimension_error,
     in_request_order,
-    vector_list,
-    vector_lists,
+    search_queries,
+    upsert_vectors,
 )
 from .base import KINDS, Hit, Kind, PointRecord, VectorStore
 
@@ -120,11 +119,9 @@ class QdrantServerVectorStore(VectorStore):
     # --- the interface ----------------------------------------------------------------------
 
     async def upsert(self, collection: str, kind: Kind, points: Sequence[PointRecord]) -> None:
-        check_target(collection, kind)
-        if not points:
+        vectors, dim = upsert_vectors(collection, kind, points)
+        if not vectors:
             return
-        vectors = [vector_list(p.vector) for p in points]
-        dim = common_dim(vectors)
         name = self.qdrant_name(collection, kind)
         structs = [
             models.PointStruct(id=p.id, vector=v, payload=p.payload)
@@ -146,8 +143,7 @@ class QdrantServerVectorStore(VectorStore):
         vectors: Sequence[Sequence[float] | np.ndarray],
         limit: int,
     ) -> list[list[Hit]]:
-        check_target(collection, kind)
-        queries = vector_lists(vectors)
+        queries = search_queries(collection, kind, vectors)
         if not queries:
             return []
         if limit < 1:

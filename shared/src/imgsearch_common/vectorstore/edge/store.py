@@ -31,10 +31,9 @@ from ...ids import validate_collection
 from ...payloads import PARENT_ID
 from .._util import (
     check_target,
-    common_dim,
     in_request_order,
-    vector_list,
-    vector_lists,
+    search_queries,
+    upsert_vectors,
 )
 from ..base import KINDS, Hit, Kind, PointRecord, VectorStore
 from .calls import EdgeThread
@@ -116,11 +115,9 @@ class EdgeVectorStore(VectorStore):
     # --- the interface --------------------------------------------------------------------
 
     async def upsert(self, collection: str, kind: Kind, points: Sequence[PointRecord]) -> None:
-        check_target(collection, kind)
-        if not points:
+        vectors, dim = upsert_vectors(collection, kind, points)
+        if not vectors:
             return
-        vectors = [vector_list(p.vector) for p in points]
-        dim = common_dim(vectors)
         sh = await self._shard(collection, kind, create_dim=dim)
         assert sh is not None
 
@@ -142,8 +139,7 @@ class EdgeVectorStore(VectorStore):
         vectors: Sequence[Sequence[float] | np.ndarray],
         limit: int,
     ) -> list[list[Hit]]:
-        check_target(collection, kind)
-        queries = vector_lists(vectors)
+        queries = search_queries(collection, kind, vectors)
         if not queries:
             return []
         sh = await self._shard(collection, kind)
