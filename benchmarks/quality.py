@@ -45,7 +45,7 @@ from benchmarks import quality_data as qd
 from imgsearch_common.schemas import SearchResponse
 from imgsearch_common.settings import CommonSettings
 from imgsearch_common.windows import box_iou
-from imgsearch_devstack import LocalStack, StackConfig, free_port, wait_batch
+from imgsearch_devstack import LocalStack, StackConfig, wait_batch
 
 log = logging.getLogger("benchmarks.quality")
 
@@ -117,13 +117,8 @@ def run_mode(
 ) -> dict[str, Any]:
     spec = MODES[mode]
     data_dir = work / f"data-{mode}"
-    config = StackConfig(
-        data_dir=data_dir,
-        api_port=free_port(),
-        encoder_port=free_port(),
-        redis_port=free_port(),
-        workers=workers,
-        extra_env={**BASE_ENV, **spec["env"], **extra_env},
+    config = StackConfig.on_free_ports(
+        data_dir, workers=workers, extra_env={**BASE_ENV, **spec["env"], **extra_env}
     )
     by_file = {fname: name for name, fname in files.items()}
     log.info("[%s] starting the stack", mode)

@@ -291,14 +291,8 @@ def indexing_stack(
     data_dir = work_dir / "stack"
     shutil.rmtree(data_dir, ignore_errors=True)
     base = free_port()
-    config = StackConfig(
-        data_dir=data_dir,
-        api_port=free_port(),
-        encoder_port=free_port(),
-        redis_port=free_port(),
-        workers=workers,
-        worker_base_port=base,
-        extra_env=dict(env),
+    config = StackConfig.on_free_ports(
+        data_dir, workers=workers, worker_base_port=base, extra_env=env
     )
     with LocalStack(config) as stack:
         assert stack.encoder is not None
@@ -569,14 +563,7 @@ def search_latency(
     saturation_s: float,
 ) -> dict[str, Any]:
     """Latency of each kind of query, one at a time, then requests/s at saturation."""
-    config = StackConfig(
-        data_dir=data_dir,
-        api_port=free_port(),
-        encoder_port=free_port(),
-        redis_port=free_port(),
-        workers=0,
-        extra_env=dict(env),
-    )
+    config = StackConfig.on_free_ports(data_dir, workers=0, extra_env=env)
     out: dict[str, Any] = {"query_image_bytes": len(query_image)}
     with LocalStack(config) as stack, httpx.Client(base_url=stack.api_url, timeout=60) as client:
 

@@ -14,7 +14,7 @@ import httpx
 from imgsearch_cli.polling import follow_batch
 from imgsearch_common.schemas import BatchStatus
 
-from .processes import Proc, start_redis, start_service
+from .processes import Proc, free_port, start_redis, start_service
 
 
 @dataclass
@@ -30,6 +30,27 @@ class StackConfig:
     internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
     log_to_files: bool = True
+
+    @classmethod
+    def on_free_ports(
+        cls,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        worker_base_port: int = 0,
+        extra_env: dict[str, str] | None = None,
+    ) -> StackConfig:
+        """A throw-away stack whose API, encoder and Redis listen on ports free right now,
+        so that it runs beside anything else on the machine (the benchmarks, the tests)."""
+        return cls(
+            data_dir=data_dir,
+            api_port=free_port(),
+            encoder_port=free_port(),
+            redis_port=free_port(),
+            workers=workers,
+            worker_base_port=worker_base_port,
+            extra_env=dict(extra_env or {}),
+        )
 
 
 class LocalStack:
