@@ -69,7 +69,7 @@ class Query:
     data: bytes
     #: Name of the indexed picture that is the right answer (None: nothing should match).
     target: str | None
-    #: Partial: the true region in the target's pixels.
+    #: Partial crops: the crop's true box in the target's pixels.
     box: Box | None = None
     #: Contains: where the target sits in the query's pixels.
     query_box: Box | None = None

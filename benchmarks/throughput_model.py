@@ -126,8 +126,8 @@ def naive_reference(
         img = decode_image(data, max_pixels=10**9)
         t2 = time.perf_counter()
         boxes = LAYOUT.boxes(img.width, img.height)
-        for region in [img, *(img.crop(b) for b in boxes)]:
-            pending.append(preprocess(region))
+        for view in [img, *(img.crop(b) for b in boxes)]:
+            pending.append(preprocess(view))
         crops += 1 + len(boxes)
         t3 = time.perf_counter()
         spent["read"] += t1 - t0
@@ -177,9 +177,9 @@ def fidelity(
         same = [decoded, *(decoded.crop(b) for b in prepared.decoded_boxes)]
         full = decode_image(photo.path.read_bytes(), max_pixels=10**9)
         full_res = [full, *(full.crop(b) for b in prepared.boxes)]
-        for regions, out in ((same, same_pixels), (full_res, full_decode)):
+        for views, out in ((same, same_pixels), (full_res, full_decode)):
             with torch.inference_mode():
-                x = torch.stack([preprocess(r) for r in regions]).to(enc.device)
+                x = torch.stack([preprocess(v) for v in views]).to(enc.device)
                 x = x.to(torch.float16 if enc.dtype == "float16" else torch.float32)
                 ref = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
             out.append(np.sum(ours * ref.cpu().numpy(), axis=1))

@@ -202,12 +202,12 @@ def _query(root: Path, n: int, quant: str, *, rss_only: bool = False) -> dict[st
             lat10.append(ms)
             want = {_point_id(int(i)) for i in truth}
             recalls.append(len(want & set(ids)) / 10)
-            # What partial matching needs: the images (parents) of the exact top 10.
+            # What window matching needs: the images (parents) of the exact top 10.
             want_parents = {int(i) // WINDOWS_PER_IMAGE for i in truth}
             got_parents = {int(h[-12:]) // WINDOWS_PER_IMAGE for h in ids}
             parent_recalls.append(len(want_parents & got_parents) / len(want_parents))
             # The search API asks for the top 200 windows (WINDOW_SEARCH_LIMIT), never
-            # the top 10: recall@10 within that answer is what partial matching gets.
+            # the top 10: recall@10 within that answer is what window matching gets.
             ids200, ms200 = search(q, 200, ef, oversampling)
             lat200.append(ms200)
             recalls_in_200.append(len(want & set(ids200[:10])) / 10)

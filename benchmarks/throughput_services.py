@@ -567,7 +567,7 @@ def search_latency(
     out: dict[str, Any] = {"query_image_bytes": len(query_image)}
     with LocalStack(config) as stack, httpx.Client(base_url=stack.api_url, timeout=60) as client:
 
-        def by_image(full: bool, partial: bool) -> Any:
+        def by_image(full: bool, windows: bool) -> Any:
             def send() -> httpx.Response:
                 return client.post(
                     "/api/search/by-image",
@@ -575,7 +575,7 @@ def search_latency(
                     data={
                         "collection": "bench",
                         "use_full_matching": str(full).lower(),
-                        "use_partial_matching": str(partial).lower(),
+                        "use_partial_matching": str(windows).lower(),
                         "limit": "10",
                     },
                 )

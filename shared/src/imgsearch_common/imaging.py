@@ -200,7 +200,7 @@ def crops_to_model_inputs(img: Image.Image, boxes: Sequence[Box], size: int) -> 
 
 
 def scale_boxes(boxes: Sequence[Box], fx: float, fy: float) -> list[Box]:
-    """Boxes in one image's pixels → the same regions in a resized copy's pixels."""
+    """Boxes in one image's pixels → the same boxes in a resized copy's pixels."""
     return [
         (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy)) for x0, y0, x1, y1 in boxes
     ]

@@ -1,7 +1,7 @@
 """Request and response models of the public REST API (the internal hand-off and the
 stored payloads: ``payloads``).
 
-The response shape follows the seed's (``results[]`` with ``id``, ``score``,
+The response shape follows the original system's (``results[]`` with ``id``, ``score``,
 ``metadata``, ``matched_regions``, ``avg_score``, ``match_type``, plus
 ``processing_time_ms``) and adds the matched windows' boxes.
 """
@@ -61,7 +61,8 @@ class ImageMetadata(BaseModel):
 
 
 class MatchedBox(BaseModel):
-    """A matched region: its box in result-image pixels ``[x0, y0, x1, y1]`` and score.
+    """A matched window (or a box re-scored around one): its box in result-image pixels
+    ``[x0, y0, x1, y1]`` and score.
 
     For ``contains`` matches: the part of the result image that the query shows."""
 

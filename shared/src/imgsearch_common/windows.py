@@ -4,7 +4,7 @@ Windows are **square** and sized **relative to the image's short side**, so a
 12-megapixel photo and a 200-pixel icon get the same handful of windows (the
 original system's fixed 224/448 px windows at stride 56 gave hundreds on the first and
 none on the second). Square windows are what the model sees without a centre crop
-throwing part of the window away, so a window's box is exactly the region its
+throwing part of the window away, so a window's box is exactly the pixels its
 vector describes.
 
 The original system's geometry (fixed 224 and 448 px windows every 56 px,
@@ -33,8 +33,8 @@ DEFAULT_MIN_SIDE = 32
 #: The original system's fixed window sides and stride, in pixels.
 BASELINE_SIDES: tuple[int, ...] = (224, 448)
 BASELINE_STRIDE = 56
-#: Re-scoring candidates (:func:`refine_boxes`): areas relative to the matched region, and
-#: the shift of the smaller boxes towards the region's corners (fraction of its side).
+#: Re-scoring candidates (:func:`refine_boxes`): areas relative to the matched box, and
+#: the shift of the smaller boxes towards its corners (fraction of its side).
 REFINE_FRACTIONS: tuple[float, ...] = (1.0, 0.6, 0.35)
 REFINE_SHIFT = 0.25
 #: Query-side windows (``contains`` matching, :func:`query_window_boxes`): denser than the
@@ -232,28 +232,28 @@ def centre_square(width: int, height: int) -> Box:
 
 
 def refine_boxes(
-    region: Box,
+    matched: Box,
     aspect: float,
     width: int,
     height: int,
     fractions: Sequence[float] = REFINE_FRACTIONS,
     shift: float = REFINE_SHIFT,
 ) -> list[Box]:
-    """Candidate boxes around ``region`` for re-scoring a match at a finer offset.
+    """Candidate boxes around ``matched`` for re-scoring a match at a finer offset.
 
-    ``region`` is where the query matched (a window, or the whole picture); ``aspect``
-    is the query's width / height. For each fraction ``f`` of the region's area, a box of
-    that area with the query's aspect ratio, centred on the region; boxes smaller than the
-    region are also tried shifted by ``shift`` of the region's side towards each of its
-    four corners. Every box is moved inside the picture; duplicates are dropped; the order
+    ``matched`` is where the query matched (a window, or the whole picture); ``aspect``
+    is the query's width / height. For each fraction ``f`` of the matched box's area, a box
+    of that area with the query's aspect ratio, centred on the matched box; boxes smaller
+    than it are also tried shifted by ``shift`` of its side towards each of its four
+    corners. Every box is moved inside the picture; duplicates are dropped; the order
     is fractions first, centred before shifted.
     """
     if aspect <= 0:
         raise ValueError("aspect must be positive")
-    x0, y0, x1, y1 = region
+    x0, y0, x1, y1 = matched
     rw, rh = x1 - x0, y1 - y0
     if rw <= 0 or rh <= 0:
-        raise ValueError("region must not be empty")
+        raise ValueError("the matched box must not be empty")
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     area = rw * rh
     out: dict[Box, None] = {}

@@ -6,9 +6,10 @@ Subcommands::
     imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--json] ...
     imgsearch status
 
-``imgsearch index`` replaces the seed's ``index_and_run.py --images-dir DIR --batch-size N
---extensions ...``: it asks the server to index a folder on the *server's* disk (usually the
-same machine), then follows the batch with a progress bar until it is finished.
+``imgsearch index`` replaces the original system's ``index_and_run.py --images-dir DIR
+--batch-size N --extensions ...``: it asks the server to index a folder on the *server's*
+disk (usually the same machine), then follows the batch with a progress bar until it is
+finished.
 
 One module per job: ``format`` (what the user reads: small pure functions, tested
 exactly), ``client`` (:class:`ApiClient`, thin HTTP), ``args`` (the command line),

@@ -26,7 +26,7 @@ class CliSettings(BaseSettings):
 
 
 def normalise_extensions(values: Sequence[str] | None) -> list[str] | None:
-    """``["jpg", ".PNG"]`` -> ``[".jpg", ".PNG"]``: the seed wrote them with a dot."""
+    """``["jpg", ".PNG"]`` -> ``[".jpg", ".PNG"]``: the original system wrote them with a dot."""
     if values is None:
         return None
     return dotted_extensions(values)
@@ -98,13 +98,13 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
             "Ask the server to index every image in a folder and show the progress until the "
             "batch is finished. DIR is a path on the server's disk; it is sent as an absolute "
             "path, so run this on the server's machine or give the server's path. "
-            "Replaces the seed's: index_and_run.py --images-dir DIR --batch-size N "
+            "Replaces the original system's: index_and_run.py --images-dir DIR --batch-size N "
             "--extensions .jpg .png .webp"
         ),
     )
     index.add_argument("dir", nargs="?", metavar="DIR", help="folder of images to index")
     index.add_argument(
-        "--images-dir", dest="images_dir", metavar="DIR", help="same as DIR (seed spelling)"
+        "--images-dir", dest="images_dir", metavar="DIR", help="same as DIR (the original spelling)"
     )
     index.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
     index.add_argument(
@@ -118,8 +118,8 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
         type=_positive_int,
         metavar="N",
         help=(
-            "accepted for compatibility with the seed and ignored: batching is automatic "
-            "on the server (the encoder batches across requests)"
+            "accepted for compatibility with the original system and ignored: batching is "
+            "automatic on the server (the encoder batches across requests)"
         ),
     )
     index.add_argument(

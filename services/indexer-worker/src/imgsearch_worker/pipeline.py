@@ -81,7 +81,7 @@ def read_file(path: str, max_bytes: int) -> bytes:
 
 
 def needed_short_side(width: int, height: int, boxes: Sequence[Box], image_size: int) -> float:
-    """The short side (px) at which the smallest region the model sees — a window, or the
+    """The short side (px) at which the smallest view the model gets — a window, or the
     full view's short side — is still ``image_size`` px: the resolution indexing needs."""
     short = min(width, height)
     smallest = min([short, *(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)])

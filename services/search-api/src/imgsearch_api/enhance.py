@@ -1,7 +1,7 @@
-"""Optional "enhance" step for query images (the seed's enhancement mode).
+"""Optional "enhance" step for query images (the original system's enhancement mode).
 
 Washed-out or soft pictures (screenshots of screenshots, dim phone photos) lose some of
-the contrast and edges CLIP relies on. The seed boosted contrast by 20 %, brightness by
+the contrast and edges CLIP relies on. The original system boosted contrast by 20 %, brightness by
 10 % and sharpness by 10 %, in that order; we keep its factors and order so that the
 option means what it meant there.
 """

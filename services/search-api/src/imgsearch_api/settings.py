@@ -30,7 +30,7 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     #: folder the server can read — fine on a laptop; set it on a shared server.
     index_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
-    #: Window hits fetched per query for partial matching (then grouped per image).
+    #: Window hits fetched per query for window matching (then grouped per image).
     window_search_limit: int = Field(default=200, ge=1, le=10_000)
     #: How a parent's window scores become one score: "max" (best window) or "baseline"
     #: (the original system's 0.7·max + 0.3·mean + 0.1·frequency; the old spelling "seed"

@@ -1,4 +1,4 @@
-"""Public search endpoints (the seed's surface plus by-text)."""
+"""Public search endpoints (the original system's surface plus by-text)."""
 
 from __future__ import annotations
 

@@ -228,17 +228,17 @@ def merge_matches(
     ranked: list[RankedImage] = []
     for image_id in ids:
         full = full_scores.get(image_id)
-        part = windows.get(image_id)
+        win = windows.get(image_id)
         cont = contains.get(image_id)
         candidates = [
             s
-            for s in (full, part.score if part else None, cont.score if cont else None)
+            for s in (full, win.score if win else None, cont.score if cont else None)
             if s is not None
         ]
         score = max(candidates)
         if min_score is not None and score < min_score:
             continue
-        ranked.append(RankedImage(image_id, score, full, part, cont))
+        ranked.append(RankedImage(image_id, score, full, win, cont))
     ranked.sort(key=lambda r: (-r.score, r.image_id))
     return ranked[:limit]
 

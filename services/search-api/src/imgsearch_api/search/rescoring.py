@@ -144,11 +144,11 @@ class Rescorer:
         """Where is the query in the picture? The located box, and the query's shape
         around the best window at ``fractions`` of its area."""
         fx, fy = picture.width / size[0], picture.height / size[1]
-        region = r.windows.boxes[0][0] if r.windows and r.windows.boxes else (0, 0, *size)
+        # The best window's box, or the whole picture for a full-image match.
+        matched = r.windows.boxes[0][0] if r.windows and r.windows.boxes else (0, 0, *size)
         aspect = query.size[0] / query.size[1]
-        boxes = (
-            refine_boxes(region, aspect, size[0], size[1], self.fractions) if self.fractions else []
-        )
+        fractions = self.fractions
+        boxes = refine_boxes(matched, aspect, size[0], size[1], fractions) if fractions else []
         found = locate(query.image, picture)
         if found is not None:
             x0, y0, x1, y1 = found.box
