@@ -1,11 +1,12 @@
 """Photos and queries of the quality benchmark (``benchmarks.quality``).
 
-Photos: the ones scikit-image and scikit-learn ship in their wheels (``tests.photos``), plus
-Debian's ``gnome-backgrounds`` and ``mate-backgrounds`` packages, fetched with
-``apt-get download`` and unpacked with ``dpkg -x`` into a cache. Every photo is decoded the way
-the engine decodes it (``imaging.decode_image``: transparency flattened onto white), featureless
-ones (a few wallpapers are transparent overlays that flatten to plain white) and duplicate sizes
-of one wallpaper are dropped, and the rest are downscaled to ``max_side`` on the long side.
+Photos: the ones scikit-image and scikit-learn ship in their wheels
+(``imgsearch_devstack.photos``), plus Debian's ``gnome-backgrounds`` and
+``mate-backgrounds`` packages, fetched with ``apt-get download`` and unpacked with
+``dpkg -x`` into a cache. Every photo is decoded the way the engine decodes it
+(``imaging.decode_image``: transparency flattened onto white), featureless ones (a few
+wallpapers are transparent overlays that flatten to plain white) and duplicate sizes of
+one wallpaper are dropped, and the rest are downscaled to ``max_side`` on the long side.
 
 Queries have a known right answer and a fixed seed per family:
 
@@ -116,13 +117,13 @@ def fetch_debian_backgrounds(cache: Path) -> Path | None:
 
 
 def wheel_photos() -> dict[str, Image.Image]:
-    from tests.photos import load_photos
+    from imgsearch_devstack.photos import load_photos
 
     return {name: img.convert("RGB") for name, img in load_photos().items()}
 
 
 def wheel_distractors() -> dict[str, Image.Image]:
-    """Pictures in scikit-image's wheel that ``tests.photos`` does not use."""
+    """Pictures in scikit-image's wheel that ``imgsearch_devstack.photos`` does not use."""
     import skimage.data
 
     def gray(arr: np.ndarray) -> Image.Image:

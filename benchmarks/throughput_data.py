@@ -98,7 +98,7 @@ def _collect(src: Path, dst: Path) -> None:
 
 def _add_test_photos(dst: Path) -> None:
     try:
-        from tests.photos import load_photos
+        from imgsearch_devstack.photos import load_photos
     except ImportError:  # skimage / sklearn absent (the device): wallpapers only
         return
     for name, img in load_photos().items():

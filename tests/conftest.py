@@ -1,4 +1,5 @@
-"""Session fixtures: a real redis-server, the real services as processes.
+"""Session fixtures: a real redis-server, the real services in this process
+(``inprocess``) and as processes (``stack``, for the end-to-end tests in ``tests/e2e``).
 
 Nothing of ours is mocked. The encoder runs with ``CLIP_PRETRAINED=random``
 (seeded random weights: the machines here cannot download weights), which keeps
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch_devstack import LocalStack, Proc, StackConfig, free_port, start_redis
+from tests.support.inprocess import WORKER_ENV, InProcessStack
 
 TEST_ENV = {
     "CLIP_MODEL": "ViT-B-32",
@@ -34,24 +36,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
 
 
 @pytest.fixture(scope="session")
+def inprocess(
+    redis_server: Proc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessStack]:
+    """Encoder, search API (Edge shard in a temporary folder) and two worker loops, in this
+    process, on Redis database 1 of the session's server (tests of the queue flush 0)."""
+    with InProcessStack(tmp_path_factory.mktemp("inprocess"), redis_server.url[:-1] + "1") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole stack: redis, encoder, search API, two workers (no API key)."""
     data_dir = tmp_path_factory.mktemp("stack")
-    config = StackConfig(
-        data_dir=data_dir,
-        api_port=free_port(),
-        encoder_port=free_port(),
-        redis_port=free_port(),
-        workers=2,
-        worker_base_port=0,
-        extra_env={
-            **TEST_ENV,
-            # A killed worker's jobs are taken over after 3 s instead of minutes.
-            "CLAIM_IDLE_MS": "3000",
-            "MAINTENANCE_INTERVAL_S": "0.5",
-            "RETRY_BASE_S": "0.2",
-        },
-    )
+    # The worker settings of the in-process stack (a killed worker's jobs are taken over
+    # after 3 s instead of minutes), as environment variables.
+    workers_env = {name.upper(): str(value) for name, value in WORKER_ENV.items()}
+    config = StackConfig.on_free_ports(data_dir, workers=2, extra_env={**TEST_ENV, **workers_env})
     with LocalStack(config) as running:
         yield running
     if os.environ.get("KEEP_STACK_LOGS"):
@@ -60,7 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.photos import write_photos
+    from imgsearch_devstack.photos import write_photos
 
     folder = tmp_path_factory.mktemp("photos")
     write_photos(folder)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -193,3 +194,12 @@ def encoder_settings() -> type[BaseSettings]:
     spec.loader.exec_module(module)
     settings: type[BaseSettings] = module.EncoderSettings
     return settings
+
+
+def load_script(name: str) -> ModuleType:
+    """One of ``deploy/docker``'s standard-library scripts, imported from its file."""
+    spec = importlib.util.spec_from_file_location(f"_deploy_{name}", DOCKER_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,11 +3,9 @@ the Docker parser's rules (tests/deploy/files.py); no Docker engine runs here.""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -19,6 +17,7 @@ from .files import (
     Instruction,
     encoder_settings,
     load_compose,
+    load_script,
     modules_started_by_devstack,
     parse_dockerfile,
 )
@@ -36,14 +35,6 @@ IMAGES = {
 NO_TORCH = ("services/search-api/Dockerfile", "services/indexer-worker/Dockerfile")
 SLIM_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-[a-z]+$")
 TORCH_FAMILY = {"torch", "torchvision", "open-clip-torch", "timm", "triton"}
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_deploy_{name}", DOCKER_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(params=sorted(IMAGES))

@@ -13,8 +13,7 @@ from importlib import metadata
 
 import pytest
 
-from .files import ROOT
-from .test_dockerfiles import load_script
+from .files import ROOT, load_script
 
 #: image → (its pyproject, what its Dockerfile installs besides the dependency tree,
 #:          the modules its command and code paths import)

@@ -71,8 +71,7 @@ async def test_a_worker_writing_directly_creates_collections_the_same_way(
     )
     from imgsearch_worker.direct_index import DirectIndexWriter, open_index_writer
     from imgsearch_worker.settings import WorkerSettings
-
-    from ..vectorstore.test_vectorstore_server import FakeQdrant
+    from tests.support.fake_qdrant import FakeQdrant
 
     env = cluster_env("indexer-worker", QDRANT_WRITE_CONSISTENCY="2") | {"HNSW_M": "24"}
     for name, value in env.items():

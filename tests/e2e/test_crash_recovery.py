@@ -14,8 +14,7 @@ import redis
 from imgsearch_common.imaging import decode_image
 from imgsearch_common.jobs import GROUP, STREAM
 from imgsearch_common.windows import window_boxes
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import wait_batch
+from imgsearch_devstack import LocalStack, wait_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import png_bomb, wait_batch
+from imgsearch_devstack import LocalStack, wait_batch
+from tests.support.images import png_bomb
 
 pytestmark = [pytest.mark.e2e]
 

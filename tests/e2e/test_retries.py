@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import wait_batch
+from imgsearch_devstack import LocalStack, wait_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import search_image, wait_batch
+from imgsearch_devstack import LocalStack, wait_batch
+from tests.support.images import search_image
 
 pytestmark = [pytest.mark.e2e]
 

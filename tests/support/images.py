@@ -1,3 +1,5 @@
+"""Test images and image queries: JPEG bytes, a PNG decompression bomb, a by-image search."""
+
 from __future__ import annotations
 
 import io
@@ -7,10 +9,6 @@ import zlib
 import httpx
 from PIL import Image
 
-from imgsearch_devstack import wait_batch
-
-__all__ = ["jpeg_bytes", "png_bomb", "search_image", "wait_batch"]
-
 
 def jpeg_bytes(img: Image.Image, quality: int = 70) -> bytes:
     buf = io.BytesIO()
@@ -19,6 +17,8 @@ def jpeg_bytes(img: Image.Image, quality: int = 70) -> bytes:
 
 
 def search_image(client: httpx.Client, data: bytes, **form: object) -> httpx.Response:
+    """POST ``data`` to ``/api/search/by-image`` with ``form`` fields (booleans as the page
+    sends them)."""
     fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
     return client.post(
         "/api/search/by-image", files={"file": ("q.jpg", data, "image/jpeg")}, data=fields

@@ -10,15 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import png_bomb
-
-pytestmark = [pytest.mark.e2e]
+from tests.support.images import png_bomb
+from tests.support.inprocess import InProcessStack
 
 
 @pytest.fixture(scope="module")
-def client(stack: LocalStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=60) as c:
+def client(inprocess: InProcessStack) -> Iterator[httpx.Client]:
+    with inprocess.client(timeout=60) as c:
         yield c
 
 
@@ -145,6 +143,7 @@ def test_internal_endpoint_needs_the_token(client: httpx.Client) -> None:
     _error(r, 401, "unauthorized")
 
 
-def test_encoder_needs_the_token(stack: LocalStack) -> None:
-    r = httpx.post(f"{stack.encoder_url}/v1/embed/texts", json={"texts": ["a"]})
+def test_encoder_needs_the_token(inprocess: InProcessStack) -> None:
+    with inprocess.encoder_client() as encoder:
+        r = encoder.post("/v1/embed/texts", json={"texts": ["a"]})
     _error(r, 401)

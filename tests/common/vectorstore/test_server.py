@@ -7,9 +7,7 @@ the transport level (``httpx.MockTransport``): the real client, our real store.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,67 +18,12 @@ import pytest
 from imgsearch_common.errors import UpstreamUnavailable
 from imgsearch_common.settings import VectorStoreSettings
 from imgsearch_common.vectorstore import QdrantServerVectorStore, open_vector_store
+from tests.support.fake_qdrant import FakeQdrant
 
 from .helpers import full_points, unit_vectors, window_points
 
 URL = "https://qdrant.internal.example:6333"
 KEY = "s3cret-api-key"
-
-
-def ok(result: Any) -> httpx.Response:
-    return httpx.Response(200, json={"result": result, "status": "ok", "time": 0.0})
-
-
-def error(status: int, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"status": {"error": message}, "time": 0.0})
-
-
-@dataclass
-class FakeQdrant:
-    """Just enough of Qdrant's REST API; records every request."""
-
-    collections: dict[str, int] = field(default_factory=dict)  # name -> points
-    requests: list[httpx.Request] = field(default_factory=list)
-    fail_with: int | None = None
-    create_conflicts: bool = False  # "another process created it first"
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self.fail_with is not None:
-            return error(self.fail_with, "service unavailable")
-        parts = request.url.path.strip("/").split("/")
-        if parts == ["collections"]:
-            return ok({"collections": [{"name": n} for n in self.collections]})
-        name = parts[1]
-        rest = parts[2:]
-        if rest == ["exists"]:
-            return ok({"exists": name in self.collections})
-        if rest == [] and request.method == "PUT":
-            if name in self.collections or self.create_conflicts:
-                self.collections.setdefault(name, 0)
-                return error(409, f"Wrong input: Collection `{name}` already exists!")
-            self.collections[name] = 0
-            return ok(True)
-        if name not in self.collections:
-            return error(404, f"Not found: Collection `{name}` doesn't exist!")
-        body = json.loads(request.content or b"{}")
-        if rest == ["index"]:
-            return ok({"operation_id": 1, "status": "completed"})
-        if rest == ["points"] and request.method == "PUT":
-            self.collections[name] += len(body["points"])
-            return ok({"operation_id": 2, "status": "completed"})
-        if rest == ["points", "count"]:
-            return ok({"count": self.collections[name]})
-        if rest == ["points", "query", "batch"]:
-            return ok([{"points": []} for _ in body["searches"]])
-        return error(400, f"fake Qdrant does not know {request.method} {request.url.path}")
-
-    def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
-        return [
-            json.loads(r.content)
-            for r in self.requests
-            if r.method == method and r.url.path == path
-        ]
 
 
 def server_store(fake: FakeQdrant, **kwargs: Any) -> QdrantServerVectorStore:

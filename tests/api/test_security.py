@@ -1,7 +1,7 @@
 """API key on write endpoints, internal token on the hand-off, image serving roots.
 
-Runs the real search-API app in process (its own Qdrant Edge shard in a temporary
-directory), wired to the session's real Redis and encoder.
+Runs the real search-API app on the test's loop (its own Qdrant Edge shard in a temporary
+directory), wired to the session's real Redis and the in-process stack's encoder.
 """
 
 from __future__ import annotations
@@ -9,41 +9,37 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from imgsearch_api.app import create_app
 from imgsearch_api.settings import ApiSettings
-from imgsearch_devstack import LocalStack
+from tests.support.inprocess import TOKEN as STACK_TOKEN
+from tests.support.inprocess import InProcessStack, served
 
-pytestmark = [pytest.mark.e2e]
 KEY = "test-api-key"
 TOKEN = "test-internal-token"
 
 
-def _settings(stack: LocalStack, data_dir: Path, **kw: object) -> ApiSettings:
-    return ApiSettings(
-        data_dir=data_dir,
-        redis_url=stack.redis_url,
-        encoder_url=stack.encoder_url,
-        internal_token=stack.config.internal_token,
-        **kw,  # type: ignore[arg-type]
-    )
+def _settings(stack: InProcessStack, data_dir: Path, **kw: object) -> ApiSettings:
+    return stack.api_settings(data_dir=data_dir, **kw)
+
+
+def _create_app(stack: InProcessStack, settings: ApiSettings, **kw: Any) -> FastAPI:
+    return stack.create_api(settings, **kw)
 
 
 async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with served(app) as client:
+        yield client
 
 
 @pytest.fixture
-async def keyed(stack: LocalStack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_settings(stack, tmp_path / "data", api_key=KEY))
+async def keyed(inprocess: InProcessStack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = _create_app(inprocess, _settings(inprocess, tmp_path / "data", api_key=KEY))
     async for client in _client(app):
         yield client
 
@@ -110,9 +106,9 @@ async def test_forged_paths_are_never_served(keyed: httpx.AsyncClient, tmp_path:
     assert r.status_code == 401
 
 
-async def test_image_outside_roots_is_404(stack: LocalStack, tmp_path: Path) -> None:
-    app = create_app(_settings(stack, tmp_path / "data"))
-    auth = {"Authorization": f"Bearer {stack.config.internal_token}"}
+async def test_image_outside_roots_is_404(inprocess: InProcessStack, tmp_path: Path) -> None:
+    app = _create_app(inprocess, _settings(inprocess, tmp_path / "data"))
+    auth = {"Authorization": f"Bearer {STACK_TOKEN}"}
     inside = tmp_path / "data" / "uploads" / "ok.png"
     inside.parent.mkdir(parents=True)
     inside.write_bytes(_png())
@@ -140,10 +136,12 @@ async def test_image_outside_roots_is_404(stack: LocalStack, tmp_path: Path) -> 
         assert served.status_code == 200 and served.content == _png()
 
 
-async def test_internal_endpoints_closed_without_a_token(stack: LocalStack, tmp_path: Path) -> None:
-    settings = _settings(stack, tmp_path / "data")
+async def test_internal_endpoints_closed_without_a_token(
+    inprocess: InProcessStack, tmp_path: Path
+) -> None:
+    settings = _settings(inprocess, tmp_path / "data")
     settings.internal_token = None
-    app = create_app(settings)
+    app = _create_app(inprocess, settings)
     async for client in _client(app):
         for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
             r = await client.post("/internal/v1/upsert", json={"collection": "x"}, headers=headers)
@@ -172,11 +170,12 @@ def _remote_web(photo: bytes) -> tuple[httpx.MockTransport, object]:
 
 
 async def test_by_url_follows_only_public_redirects(
-    stack: LocalStack, tmp_path: Path, photos_dir: Path
+    inprocess: InProcessStack, tmp_path: Path, photos_dir: Path
 ) -> None:
     transport, resolver = _remote_web((photos_dir / "coffee.jpg").read_bytes())
-    app = create_app(
-        _settings(stack, tmp_path / "data"),
+    app = _create_app(
+        inprocess,
+        _settings(inprocess, tmp_path / "data"),
         url_transport=transport,
         url_resolver=resolver,  # type: ignore[arg-type]
     )

@@ -1,4 +1,6 @@
-"""Real photographs for tests: the ones scikit-image and scikit-learn ship in their wheels."""
+"""Real photographs for a local stack's tests and benchmarks: the ones scikit-image and
+scikit-learn ship in their wheels (both are development requirements, imported only when
+the photos are asked for)."""
 
 from __future__ import annotations
 

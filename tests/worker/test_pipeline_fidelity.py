@@ -1,7 +1,7 @@
 """The indexing pipeline's vectors equal open_clip's own for the same crops.
 
 The worker's ``prepare_image`` (decode, EXIF, windows, uint8 model inputs) sends
-its pixels to the running encoder; each vector is compared with open_clip's
+its pixels to the encoder (the in-process stack's); each vector is compared with open_clip's
 ``preprocess`` + ``encode_image`` of the same crop cut out with Pillow from the
 decoded image, on a model built with the same seed.
 
@@ -26,10 +26,8 @@ from PIL import Image
 
 from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.windows import WindowLayout
-from imgsearch_devstack import LocalStack
 from imgsearch_worker.pipeline import PreparedImage, prepare_image
-
-pytestmark = [pytest.mark.e2e]
+from tests.support.inprocess import ENCODER_URL, TOKEN, InProcessStack
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +52,9 @@ def _prepare(path: Path, **options: Any) -> PreparedImage:
 
 
 async def _cosines(
-    stack: LocalStack, prepared: PreparedImage, reference_model: tuple[Any, Any]
+    stack: InProcessStack, prepared: PreparedImage, reference_model: tuple[Any, Any]
 ) -> np.ndarray:
-    client = EncoderClient(stack.encoder_url, stack.config.internal_token)
+    client = EncoderClient(ENCODER_URL, TOKEN, transport=stack.encoder_transport())
     try:
         ours = await client.embed_pixels(prepared.pixels)
     finally:
@@ -72,17 +70,17 @@ async def _cosines(
 
 
 async def test_window_vectors_match_open_clip(
-    stack: LocalStack, photos_dir: Path, reference_model: tuple[Any, Any]
+    inprocess: InProcessStack, photos_dir: Path, reference_model: tuple[Any, Any]
 ) -> None:
     prepared = _prepare(photos_dir / "astronaut.jpg")
     assert prepared.decoded_size == (512, 512) and not prepared.prescaled
-    cosines = await _cosines(stack, prepared, reference_model)
+    cosines = await _cosines(inprocess, prepared, reference_model)
     assert len(cosines) == 1 + len(prepared.boxes) == 14
     assert cosines.min() >= 0.999, cosines
 
 
 async def test_draft_decoded_jpeg_matches_open_clip_on_the_same_pixels(
-    stack: LocalStack, photos_dir: Path, reference_model: tuple[Any, Any]
+    inprocess: InProcessStack, photos_dir: Path, reference_model: tuple[Any, Any]
 ) -> None:
     path = photos_dir / "retina.jpg"  # 1411 x 1411: windows of 706 px and more
     prepared = _prepare(path)
@@ -90,23 +88,23 @@ async def test_draft_decoded_jpeg_matches_open_clip_on_the_same_pixels(
     assert prepared.decoded_size == (706, 706) and not prepared.prescaled
     # Boxes stay in the image's own pixels; the crops were cut at half scale.
     assert max(box[2] for box in prepared.boxes) == 1411
-    cosines = await _cosines(stack, prepared, reference_model)
+    cosines = await _cosines(inprocess, prepared, reference_model)
     assert cosines.min() >= 0.999, cosines
     exact = _prepare(path, jpeg_draft=False)
     assert exact.decoded_size == (1411, 1411) and exact.boxes == prepared.boxes
 
 
 async def test_prescaled_png_stays_within_the_cosine_bound(
-    stack: LocalStack, photos_dir: Path, reference_model: tuple[Any, Any], tmp_path: Path
+    inprocess: InProcessStack, photos_dir: Path, reference_model: tuple[Any, Any], tmp_path: Path
 ) -> None:
     path = tmp_path / "retina.png"
     with Image.open(photos_dir / "retina.jpg") as img:
         img.save(path)
     prepared = _prepare(path)
     assert prepared.decoded_size == (1411, 1411) and prepared.prescaled
-    cosines = await _cosines(stack, prepared, reference_model)
+    cosines = await _cosines(inprocess, prepared, reference_model)
     # Measured on the benchmark's wallpapers: >= 0.9999 (benchmarks/README.md).
     assert cosines.min() >= 0.999, cosines
     exact = _prepare(path, prescale_factor=0.0)
     assert not exact.prescaled
-    assert (await _cosines(stack, exact, reference_model)).min() >= 0.999
+    assert (await _cosines(inprocess, exact, reference_model)).min() >= 0.999

@@ -1,4 +1,5 @@
-"""End to end through the queue and workers: index real photos, search them back."""
+"""Through the queue and the workers: index real photos, search them back (the services
+in this process, ``tests/support/inprocess.py``)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ from PIL import Image
 
 from imgsearch_common.imaging import decode_image
 from imgsearch_common.windows import box_iou, window_boxes
-from imgsearch_devstack import LocalStack
-from tests.e2e.helpers import jpeg_bytes, search_image, wait_batch
+from imgsearch_devstack import wait_batch
+from tests.support.images import jpeg_bytes, search_image
+from tests.support.inprocess import InProcessStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 COLLECTION = "photos"
 
 
 @pytest.fixture(scope="module")
-def client(stack: LocalStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=120) as c:
+def client(inprocess: InProcessStack) -> Iterator[httpx.Client]:
+    with inprocess.client() as c:
         yield c
 
 

@@ -19,8 +19,7 @@ from imgsearch_common.vectorstore import QdrantServerVectorStore
 from imgsearch_worker.direct_index import DirectIndexWriter, open_index_writer
 from imgsearch_worker.index_client import IndexClient
 from imgsearch_worker.settings import WorkerSettings
-
-from ..vectorstore.test_vectorstore_server import FakeQdrant
+from tests.support.fake_qdrant import FakeQdrant
 
 IMAGE = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 WINDOWS = ["6fa459ea-ee8a-3ca4-894e-db77e160355e", "886313e1-3b8a-5372-9b90-0c9aee199e5d"]

@@ -1,0 +1,62 @@
+"""The payload contract: what the index stores beside each vector, as the worker writes it
+and the API reads it back."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgsearch_common.payloads import PARENT_ID, ImagePayload, WindowPayload
+
+IMAGE = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+
+
+def stored(**changes: object) -> dict[str, object]:
+    """An image payload as points written before ``stored_path`` existed held it."""
+    payload: dict[str, object] = {
+        "filename": "cat.jpg",
+        "original_path": "/photos/cat.jpg",
+        "file_size": 245760,
+        "indexed_at": 1764233000.0,
+        "width": 1280,
+        "height": 853,
+        "collection": "default",
+        "source": "folder",
+    }
+    payload.update(changes)
+    return payload
+
+
+def test_old_points_read_back_and_fall_back_to_the_original_path() -> None:
+    payload = ImagePayload.read(stored())
+    assert payload is not None
+    assert payload.file_path == "/photos/cat.jpg"
+    assert payload.size == (1280, 853)
+    moved = ImagePayload.read(stored(stored_path="/data/uploads/ab/ab12.jpg"))
+    assert moved is not None and moved.file_path == "/data/uploads/ab/ab12.jpg"
+
+
+@pytest.mark.parametrize(
+    "payload", [None, {}, {"filename": "x"}, stored(width="wide"), {PARENT_ID: IMAGE}]
+)
+def test_what_is_not_an_image_payload_reads_as_none(payload: dict[str, object] | None) -> None:
+    assert ImagePayload.read(payload) is None
+
+
+def test_a_size_that_is_not_one_is_unknown() -> None:
+    payload = ImagePayload.read(stored(width=0))
+    assert payload is not None and payload.size is None
+
+
+def test_results_show_the_public_metadata_only() -> None:
+    payload = ImagePayload.read(stored(stored_path="/srv/uploads/x.jpg", sha256="ab", windows=14))
+    assert payload is not None
+    shown = payload.metadata().model_dump()
+    assert shown == stored()  # no stored_path, sha256 or window count in a search result
+
+
+def test_window_payloads() -> None:
+    window = WindowPayload.read({PARENT_ID: IMAGE, "box": [0, 10, 224, 234]})
+    assert window is not None and window.box == (0, 10, 224, 234)
+    for bad in ({PARENT_ID: IMAGE}, {"box": [0, 0, 1, 1]}, {PARENT_ID: "", "box": [0, 0, 1, 1]}):
+        assert WindowPayload.read(bad) is None
+    assert WindowPayload.read({PARENT_ID: IMAGE, "box": [0, 0, 1]}) is None
