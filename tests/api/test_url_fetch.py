@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+import socket
+import threading
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import httpx
 import pytest
 
-from imgsearch_api.url_fetch import SafeFetcher, is_public_address
+from imgsearch_api.url_fetch import DEFAULT_RESOLVER_THREADS, SafeFetcher, is_public_address
 from imgsearch_common.errors import PayloadTooLarge, UrlFetchFailed, UrlRefused
 
 PUBLIC_IP = "93.184.216.34"
@@ -24,7 +30,10 @@ DNS = {
     "intranet.example": ["10.1.2.3"],
     "metadata.google.internal": ["169.254.169.254"],
     "split.example": [PUBLIC_IP, "192.168.1.10"],
+    "garbage.example": ["not-an-address"],
+    "empty.example": [],
 }
+UNIFORM_REFUSAL = "the URL's host cannot be fetched (unknown, or not a public address)"
 
 
 class FakeDns:
@@ -276,6 +285,200 @@ async def test_body_exactly_at_the_limit_is_accepted() -> None:
         assert len(await fetcher.fetch("http://images.example/ok.png")) == 10_000
 
 
+# --- encoded bodies: httpx decodes any Content-Encoding, whatever we asked for --------------
+
+BOMB_DECODED_BYTES = 64 * 1024 * 1024
+
+
+def _compress(chunks: Iterable[bytes], coding: str) -> bytes:
+    """``chunks`` compressed with the zlib-family ``coding`` ("gzip" or "deflate")."""
+    wbits = {"gzip": 31, "deflate": 15}[coding]
+    packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return b"".join(packer.compress(c) for c in chunks) + packer.flush()
+
+
+@functools.cache
+def _bomb(content_encoding: str) -> bytes:
+    """A body that decodes to 64 MiB of zeros under ``content_encoding`` (codings listed in
+    the order they were applied, as in the header), built without holding 64 MiB."""
+    first, *rest = (c.strip() for c in content_encoding.split(","))
+    mib = bytes(1024 * 1024)
+    body = _compress((mib for _ in range(BOMB_DECODED_BYTES // len(mib))), first)
+    for coding in rest:
+        body = _compress([body], coding)
+    return body
+
+
+async def _on_the_wire(body: bytes, chunk: int = 16 * 1024) -> AsyncIterator[bytes]:
+    """``body`` as a network transport delivers it. (``httpx.Response(content=bytes)``
+    would read, and so decode, the body when the fake builds the response.)"""
+    for start in range(0, len(body), chunk):
+        yield body[start : start + chunk]
+
+
+async def _fetch_traced(fetcher: SafeFetcher, url: str) -> tuple[int, BaseException | None]:
+    """``fetcher.fetch(url)`` under tracemalloc: the peak traced bytes and the error raised."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        error: BaseException | None = None
+        try:
+            await fetcher.fetch(url)
+        except Exception as exc:
+            error = exc
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before, error
+
+
+@pytest.mark.parametrize("content_encoding", ["gzip", "gzip, gzip", "deflate", "deflate, gzip"])
+async def test_compression_bomb_is_refused_without_decoding(content_encoding: str) -> None:
+    bomb = _bomb(content_encoding)
+    assert len(bomb) < 100_000
+    handler = Recorder(
+        lambda r: httpx.Response(
+            200, headers={"Content-Encoding": content_encoding}, content=_on_the_wire(bomb)
+        )
+    )
+    fetcher, _ = make_fetcher(handler, max_bytes=1024 * 1024)
+    async with fetcher:
+        peak, error = await _fetch_traced(fetcher, "http://images.example/bomb.png")
+    assert isinstance(error, UrlFetchFailed), error
+    assert "encoded" in error.message
+    assert peak < 4 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB during the fetch"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Encoding", "br")],
+        [("Content-Encoding", "zstd")],
+        [("Content-Encoding", "compress")],
+        [("Content-Encoding", "x-made-up")],
+        [("Content-Encoding", "GZIP")],
+        [("Content-Encoding", "identity, gzip")],
+        [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+    ],
+)
+async def test_any_content_coding_but_identity_is_refused(headers: list[tuple[str, str]]) -> None:
+    handler = Recorder(
+        lambda r: httpx.Response(200, headers=headers, content=_on_the_wire(_bomb("gzip")))
+    )
+    fetcher, _ = make_fetcher(handler)
+    async with fetcher:
+        with pytest.raises(UrlFetchFailed, match="encoded"):
+            await fetcher.fetch("http://images.example/x.png")
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Content-Encoding": "identity"}, {"Content-Encoding": "Identity"}]
+)
+async def test_identity_bodies_are_fetched_as_sent(headers: dict[str, str], streamed: bool) -> None:
+    # Bytes that look like gzip are an image's business: without a coding they are the body.
+    body = gzip.compress(IMAGE * 1000)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        content = _on_the_wire(body, chunk=1000) if streamed else body
+        return httpx.Response(200, headers=headers, content=content)
+
+    fetcher, _ = make_fetcher(Recorder(answer))
+    async with fetcher:
+        assert await fetcher.fetch("http://images.example/x.png") == body
+
+
+# --- DNS: its own threads, a bounded number of lookups, a timeout ---------------------------
+
+
+async def test_slow_dns_keeps_off_the_default_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image serving and status run on the loop's default executor: lookups that hang
+    must not take its threads, and the fetches still end by their deadline."""
+    release = threading.Event()
+    lock = threading.Lock()
+    active = peak = 0
+    thread_names: set[str] = set()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hanging_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        # The boundary we don't own: the system resolver. Other hosts (Redis of the
+        # in-process stack, say) still resolve for real.
+        if not (isinstance(host, str) and host.endswith(".slow.example")):
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            thread_names.add(threading.current_thread().name)
+        try:
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    loop = asyncio.get_running_loop()
+    fetcher = SafeFetcher(transport=httpx.MockTransport(Recorder()), timeout_s=1.0)
+    try:
+        async with fetcher:
+            fetches = [
+                asyncio.create_task(fetcher.fetch(f"http://host{i}.slow.example/x.png"))
+                for i in range(24)
+            ]
+            await asyncio.sleep(0.2)
+            # The default executor still answers while the lookups hang.
+            assert await asyncio.wait_for(loop.run_in_executor(None, sum, (1, 2)), 5.0) == 3
+            results = await asyncio.wait_for(asyncio.gather(*fetches, return_exceptions=True), 10)
+    finally:
+        release.set()
+    assert all(isinstance(r, UrlRefused | UrlFetchFailed) for r in results), results
+    assert 1 <= peak <= DEFAULT_RESOLVER_THREADS
+    assert all(name.startswith("url-dns") for name in thread_names), thread_names
+
+
+async def test_dns_lookups_are_bounded_and_time_out_inside_the_deadline() -> None:
+    active = peak = 0
+
+    async def hanging(host: str, port: int) -> list[str]:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            await asyncio.sleep(30)
+            return [PUBLIC_IP]
+        finally:
+            active -= 1
+
+    fetcher = SafeFetcher(
+        resolver=hanging,
+        transport=httpx.MockTransport(Recorder()),
+        timeout_s=2.0,
+        resolve_timeout_s=0.2,
+        resolver_threads=2,
+    )
+    async with fetcher:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(fetcher.fetch(f"http://h{i}.example/x.png") for i in range(6)),
+                return_exceptions=True,
+            ),
+            10,
+        )
+    assert peak == 2
+    # Each lookup is cut at 0.2 s and its host refused like an unknown one; six lookups two
+    # at a time fit in the 2 s deadline.
+    assert all(isinstance(r, UrlRefused) and r.message == UNIFORM_REFUSAL for r in results)
+
+
+def test_fetcher_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        SafeFetcher(resolver_threads=0)
+    with pytest.raises(ValueError):
+        SafeFetcher(resolve_timeout_s=0)
+
+
 async def test_slow_remote_hits_the_deadline() -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
@@ -320,13 +523,35 @@ async def test_network_errors_do_not_leak_their_text() -> None:
     assert "10.9.8.7" not in caught.value.message
 
 
-async def test_unresolvable_host_fails() -> None:
+async def test_unresolvable_host_is_refused() -> None:
     handler = Recorder()
     fetcher, _ = make_fetcher(handler)
     async with fetcher:
-        with pytest.raises(UrlFetchFailed, match="resolved"):
+        with pytest.raises(UrlRefused, match="host cannot be fetched"):
             await fetcher.fetch("http://nowhere.example/x.png")
     assert handler.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://nowhere.example/x.png",  # no such name
+        "http://garbage.example/x.png",  # the resolver's answer is not an address
+        "http://empty.example/x.png",  # the resolver answers nothing
+        "http://intranet.example/x.png",  # resolves to a private address
+        "http://localhost/x.png",
+        "http://10.0.0.1/x.png",  # private IP literal
+        "http://[::1]/x.png",
+    ],
+)
+async def test_unknown_and_private_hosts_get_one_answer(url: str) -> None:
+    """Otherwise the difference maps which internal names exist."""
+    fetcher, _ = make_fetcher(Recorder())
+    async with fetcher:
+        with pytest.raises(UrlRefused) as caught:
+            await fetcher.fetch(url)
+    assert type(caught.value) is UrlRefused
+    assert caught.value.message == UNIFORM_REFUSAL
 
 
 async def test_allow_private_fetches_internal_hosts_but_still_pins_the_address() -> None:

@@ -12,8 +12,17 @@ usual holes:
   literal, the original name travels in the ``Host`` header and, for HTTPS, as the
   TLS server name (SNI and certificate check). A DNS answer that changes between
   check and connect (DNS rebinding) therefore changes nothing;
+- a host that does not resolve, resolves to nothing usable or to any non-public address
+  gets one and the same answer, so that the answers do not map which internal names exist;
 - redirects are followed by hand, and every hop is checked again like the first;
-- the body is streamed and cut off past ``max_bytes``; one deadline covers all hops.
+- the body is taken as sent: a ``Content-Encoding`` other than ``identity`` is refused,
+  never decoded (httpx would decode it whatever ``Accept-Encoding`` asked for, a whole
+  network chunk at a time: a few hundred bytes of stacked gzip become 100+ MB). The
+  bytes on the wire are streamed and cut off past ``max_bytes``; one deadline covers all
+  hops;
+- DNS lookups run on the fetcher's own few threads, never the loop's default executor
+  (image serving and status use it), at most that many at a time, each with its own
+  timeout inside the deadline.
 
 Every failure is an :class:`~imgsearch_common.errors.UrlRefused` (we will not fetch
 this), :class:`~imgsearch_common.errors.UrlFetchFailed` (the remote answered badly or
@@ -24,10 +33,13 @@ the resolved addresses or a lower layer's exception text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 
@@ -42,6 +54,15 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+#: Lookups in flight at once (and threads for the system resolver).
+DEFAULT_RESOLVER_THREADS = 4
+DEFAULT_RESOLVE_TIMEOUT_S = 5.0
+# One answer for "no such name", "not an address" and "not public": a caller must not
+# learn from the difference which internal names exist.
+_HOST_REFUSED = "the URL's host cannot be fetched (unknown, or not a public address)"
+_ENCODED_BODY = (
+    "the remote server sent an encoded (compressed) body; only unencoded bodies are fetched"
+)
 _ALLOWED_SCHEMES = ("http", "https")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -84,23 +105,35 @@ def is_public_address(address: IPAddress) -> bool:
     return address.is_global
 
 
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Every address the system resolver gives for ``host`` (both families)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+def _getaddrinfo(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for ``host`` (both families). Blocks."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
+
+
+def _release_from_thread(
+    loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore, _: Future[list[str]]
+) -> None:
+    # Runs in the resolver thread when its lookup ends, however late.
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for a slot
+        loop.call_soon_threadsafe(slots.release)
 
 
 class SafeFetcher:
     """Download the body behind a user-supplied URL, refusing non-public destinations.
 
-    ``max_bytes``: largest body accepted (decoded size). ``timeout_s``: one deadline for
-    the whole fetch, every hop and the body included. ``max_redirects``: hops followed
-    after the first request. ``resolver``: ``async (host, port) -> [ip, ...]``, the system
-    resolver by default. ``transport``: an httpx transport (tests pass
-    ``httpx.MockTransport``). ``allow_private``: skip the public-address check; only for
-    trusted deployments that fetch from their own network on purpose — the other rules
-    (scheme, credentials, pinning the checked address) still apply.
+    ``max_bytes``: largest body accepted (bytes on the wire; encoded bodies are refused,
+    so that is also the body's size). ``timeout_s``: one deadline for the whole fetch,
+    every hop and the body included. ``max_redirects``: hops followed after the first
+    request. ``resolver``: ``async (host, port) -> [ip, ...]``; by default the system
+    resolver, run on ``resolver_threads`` threads of the fetcher's own.
+    ``resolver_threads``: lookups in flight at once; a fetch that finds them all busy
+    waits for one within its deadline. ``resolve_timeout_s``: the most one lookup may take
+    (the deadline still applies); a host whose lookup times out is refused like an
+    unknown one. ``transport``: an httpx transport (tests pass ``httpx.MockTransport``).
+    ``allow_private``: skip the public-address check; only for trusted deployments that
+    fetch from their own network on purpose — the other rules (scheme, credentials,
+    pinning the checked address) still apply.
 
     Create it once (in the lifespan) and close it with :meth:`aclose`, or use it as an
     async context manager.
@@ -116,14 +149,24 @@ class SafeFetcher:
         transport: httpx.AsyncBaseTransport | None = None,
         allow_private: bool = False,
         user_agent: str = "imgsearch-fetcher/0.1",
+        resolver_threads: int = DEFAULT_RESOLVER_THREADS,
+        resolve_timeout_s: float = DEFAULT_RESOLVE_TIMEOUT_S,
     ) -> None:
         if max_bytes <= 0 or timeout_s <= 0 or max_redirects < 0:
             raise ValueError("max_bytes and timeout_s must be positive, max_redirects >= 0")
+        if resolver_threads < 1 or resolve_timeout_s <= 0:
+            raise ValueError("resolver_threads must be >= 1 and resolve_timeout_s positive")
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
         self.allow_private = allow_private
-        self._resolve: Resolver = resolver or system_resolver
+        self.resolve_timeout_s = resolve_timeout_s
+        self._resolve = resolver
+        # getaddrinfo cannot be cancelled: a hanging lookup holds its thread until the
+        # system resolver gives up. These threads are ours alone, so that holds nothing
+        # else up, and the semaphore keeps lookups from queueing behind hung ones.
+        self._dns_pool = ThreadPoolExecutor(resolver_threads, thread_name_prefix="url-dns")
+        self._dns_slots = asyncio.Semaphore(resolver_threads)
         self._client = httpx.AsyncClient(
             transport=transport,
             # Redirects are followed by hand so that every hop is checked.
@@ -160,6 +203,8 @@ class SafeFetcher:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        # Lookups still hanging finish on their own; nobody waits for them.
+        self._dns_pool.shutdown(wait=False, cancel_futures=True)
 
     async def fetch(self, url: str) -> bytes:
         """The body behind ``url`` after at most ``max_redirects`` checked redirects.
@@ -215,7 +260,8 @@ class SafeFetcher:
         port = url.port or _DEFAULT_PORTS[url.scheme]
         addresses = await self._addresses(host, port)
         if not self.allow_private and not all(is_public_address(a) for a in addresses):
-            raise UrlRefused("the URL points to a private, local or reserved address")
+            log.info("refused %r: it resolves to a non-public address", host)
+            raise UrlRefused(_HOST_REFUSED)
         return addresses[0]
 
     async def _addresses(self, host: str, port: int) -> list[IPAddress]:
@@ -224,17 +270,37 @@ class SafeFetcher:
         except ValueError:
             pass  # a name, not an IP literal
         try:
-            answers = await self._resolve(host, port)
-        except OSError as exc:  # socket.gaierror and friends
-            log.info("could not resolve %r: %s", host, exc)
-            raise UrlFetchFailed("the host name could not be resolved") from exc
-        try:
-            addresses = [ipaddress.ip_address(a) for a in answers]
-        except ValueError as exc:
-            raise UrlFetchFailed("the host name could not be resolved") from exc
+            addresses = [ipaddress.ip_address(a) for a in await self._lookup(host, port)]
+        except (OSError, ValueError) as exc:  # gaierror, the lookup's timeout, not an IP
+            log.info("could not resolve %r: %r", host, exc)
+            raise UrlRefused(_HOST_REFUSED) from exc
         if not addresses:
-            raise UrlFetchFailed("the host name could not be resolved")
+            log.info("could not resolve %r: no addresses", host)
+            raise UrlRefused(_HOST_REFUSED)
         return addresses
+
+    async def _lookup(self, host: str, port: int) -> Sequence[str]:
+        """The resolver's answer for ``host``, one of ``resolver_threads`` lookups at a time,
+        within ``resolve_timeout_s``. Waiting for a free slot counts against the fetch's
+        deadline only. Raises ``TimeoutError`` (an ``OSError``) when the lookup is too slow."""
+        await self._dns_slots.acquire()
+        if self._resolve is not None:
+            try:
+                async with asyncio.timeout(self.resolve_timeout_s):
+                    return await self._resolve(host, port)
+            finally:
+                self._dns_slots.release()
+        try:
+            lookup = self._dns_pool.submit(_getaddrinfo, host, port)
+        except BaseException:
+            self._dns_slots.release()
+            raise
+        # The slot is freed when the thread is, not when we stop waiting: a lookup that
+        # outlives its timeout still holds a thread, and a new one would queue behind it.
+        loop = asyncio.get_running_loop()
+        lookup.add_done_callback(functools.partial(_release_from_thread, loop, self._dns_slots))
+        async with asyncio.timeout(self.resolve_timeout_s):
+            return await asyncio.wrap_future(lookup)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -247,12 +313,17 @@ class SafeFetcher:
             raise UrlFetchFailed("the remote server could not be reached") from exc
 
     async def _read_body(self, response: httpx.Response) -> bytes:
+        # Refused rather than decoded under a bound: we asked for identity, images are
+        # compressed already, and a decoder run on hostile input is work and attack
+        # surface that nothing here needs.
+        if _content_codings(response.headers):
+            raise UrlFetchFailed(_ENCODED_BODY)
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise PayloadTooLarge(f"the remote body is larger than {self.max_bytes} bytes")
         body = bytearray()
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in _raw_chunks(response):
                 body += chunk
                 if len(body) > self.max_bytes:
                     raise PayloadTooLarge(f"the remote body is larger than {self.max_bytes} bytes")
@@ -262,6 +333,26 @@ class SafeFetcher:
             log.info("reading %s failed: %r", response.request.url, exc)
             raise UrlFetchFailed("the remote server broke off the response") from exc
         return bytes(body)
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they came off the wire: ``aiter_bytes()`` would run httpx's
+    decoders."""
+    if response.is_stream_consumed:
+        # Built in memory and read at once (``httpx.Response(content=...)``, as in-memory
+        # transports answer): nothing is left on the wire. Without a content coding, which
+        # the caller made sure of, the content is the raw bytes.
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def _content_codings(headers: httpx.Headers) -> list[str]:
+    """The content codings of a response other than ``identity`` (every header line and
+    every comma-separated item, as httpx reads them)."""
+    codings = (c.strip().lower() for c in headers.get_list("Content-Encoding", split_commas=True))
+    return [c for c in codings if c not in ("", "identity")]
 
 
 def _parse(url: str) -> httpx.URL:
