@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from imgsearch_common.jobs import DEAD, DELAYED, JobQueue
+from imgsearch_common.jobs import DEAD, DELAYED, Job, JobQueue, MalformedJob
 from imgsearch_devstack import Proc
 
 
@@ -102,3 +104,136 @@ async def test_heartbeat_keeps_a_slow_job_from_being_claimed(queue: JobQueue) ->
     await asyncio.sleep(0.25)  # no heartbeat now: the job looks abandoned
     (claimed,) = await queue.claim_stale("other", min_idle_ms=200, count=10)
     assert claimed.deliveries == 2  # the heartbeat did not count as a delivery
+
+
+# --- failure times, malformed entries, requeue --------------------------------------------
+
+
+def test_job_fields_round_trip_with_their_failure_record() -> None:
+    job = Job("j", "b", "c", "/p.jpg", "url", "p", 3, first_failed_at=1700.5, unexpected_failures=1)
+    assert Job.from_fields({k.encode(): v.encode() for k, v in job.fields().items()}) == job
+    # Entries queued before the failure record existed read as never failed.
+    old = {"job_id": "j", "batch_id": "b", "collection": "c", "path": "/p.jpg", "attempt": "2"}
+    assert Job.from_fields(old) == Job("j", "b", "c", "/p.jpg", attempt=2)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"job_id": "j", "batch_id": "b", "collection": "c"},  # no path
+        {"job_id": "", "batch_id": "b", "collection": "c", "path": "/p"},
+        {"job_id": "j", "batch_id": "b", "collection": "c", "path": "/p", "attempt": "many"},
+        {b"job_id": b"\xff\xfe", b"batch_id": b"b", b"collection": b"c", b"path": b"/p"},
+    ],
+)
+def test_fields_that_are_not_a_job_raise_malformed_job(fields: dict[Any, Any]) -> None:
+    with pytest.raises(MalformedJob):
+        Job.from_fields(fields)
+
+
+async def test_retry_later_stores_the_job_it_is_given(queue: JobQueue) -> None:
+    await queue.create_batch("c1", [("/a.jpg", "folder", "a.jpg")])
+    (d,) = await queue.read("w", count=1, block_ms=100)
+    again = dataclasses.replace(d.job, attempt=4, first_failed_at=123.25, unexpected_failures=2)
+    await queue.retry_later(d, delay_s=0, job=again)
+    assert await queue.promote_due() == 1
+    (back,) = await queue.read("w", count=1, block_ms=100)
+    assert back.job == again
+
+
+async def test_a_malformed_entry_is_dead_lettered_once_and_counted_in_its_batch(
+    queue: JobQueue,
+) -> None:
+    batch_id, _ = await queue.create_batch("c1", [("/a.jpg", "folder", "a.jpg")])
+    # An entry its producer counted in the batch but wrote wrong (no collection, no path).
+    await queue.redis.xadd(
+        queue.stream, {"job_id": "bad", "batch_id": batch_id, "junk": "x" * 50_000}
+    )
+    await queue.redis.hincrby(f"imgsearch:batch:{batch_id}", "total", 1)
+    got = await queue.read("w", count=10, block_ms=100)
+    assert [d.job.path for d in got] == ["/a.jpg"]  # the good one; the bad one is handled
+    assert await queue.read("w", count=10, block_ms=50) == []
+    (dead,) = await queue.dead_letters()
+    assert dead["reason"] == "malformed_job"
+    assert dead["job"]["job_id"] == "bad" and dead["job"]["batch_id"] == batch_id
+    assert len(json.dumps(dead)) < 10_000  # raw fields kept, capped
+    pending = await queue.redis.xpending(queue.stream, queue.group)
+    assert pending["pending"] == 1  # the good job only
+    await queue.complete(got[0])
+    status = await queue.batch_status(batch_id)
+    assert status is not None
+    # The bad entry counts as failed and shows among the errors: the batch finishes.
+    assert (status.total, status.done, status.failed, status.finished) == (2, 1, 1, True)
+    assert [e.reason for e in status.errors] == ["malformed_job"]
+    assert await queue.redis.xlen(queue.stream) == 0
+
+
+async def test_a_pending_malformed_entry_is_dead_lettered_when_claimed(queue: JobQueue) -> None:
+    # Left pending by a worker that died on it (before this fix, every claimer died too).
+    await queue.ensure_group()
+    await queue.redis.xadd(queue.stream, {"what": "no job here"})
+    await queue.redis.xreadgroup(queue.group, "dead", {queue.stream: ">"}, count=1)
+    await asyncio.sleep(0.15)
+    assert await queue.claim_stale("other", min_idle_ms=100, count=10) == []
+    assert [d["reason"] for d in await queue.dead_letters()] == ["malformed_job"]
+    assert (await queue.redis.xpending(queue.stream, queue.group))["pending"] == 0
+    assert await queue.claim_stale("other", min_idle_ms=0, count=10) == []
+
+
+async def _dead_letter(queue: JobQueue, collection: str, path: str, reason: str) -> None:
+    await queue.create_batch(collection, [(path, "folder", path.rsplit("/", 1)[-1])])
+    (d,) = await queue.read("w", count=1, block_ms=100)
+    failed = dataclasses.replace(d.job, attempt=5, first_failed_at=99.0, unexpected_failures=1)
+    await queue.fail(dataclasses.replace(d, job=failed), reason, "it failed")
+
+
+async def test_requeue_moves_dead_letters_into_a_new_batch_per_collection(
+    queue: JobQueue,
+) -> None:
+    await _dead_letter(queue, "cats", "/c1.jpg", "retries_exhausted")
+    await _dead_letter(queue, "dogs", "/d1.jpg", "retries_exhausted")
+    await _dead_letter(queue, "cats", "/c2.jpg", "worker_crashed")
+    await _dead_letter(queue, "cats", "/c3.jpg", "corrupt_image")
+    await _dead_letter(queue, "cats", "/c4.jpg", "retries_exhausted")
+    await queue.redis.xadd(queue.stream, {"nope": "1"})
+    assert await queue.read("w", count=1, block_ms=100) == []  # dead-lettered, malformed
+    assert (await queue.depth())["dead_letters"] == 6
+
+    # Only the reasons asked for, oldest first, at most ``limit``.
+    first = await queue.requeue(reasons=["retries_exhausted", "worker_crashed"], limit=3)
+    assert first.requeued == 3
+    assert sorted((b.collection, b.queued) for b in first.batches) == [("cats", 2), ("dogs", 1)]
+    moved = await queue.read("w", count=10, block_ms=100)
+    assert sorted(d.job.path for d in moved) == ["/c1.jpg", "/c2.jpg", "/d1.jpg"]
+    by_collection = {b.collection: b.batch_id for b in first.batches}
+    for d in moved:
+        # A fresh start: new batch, no failure record; the job id stays.
+        assert d.job.batch_id == by_collection[d.job.collection]
+        assert (d.job.attempt, d.job.first_failed_at, d.job.unexpected_failures) == (0, 0.0, 0)
+    left = [(x["job"].get("path"), x["reason"]) for x in await queue.dead_letters()]
+    assert left == [
+        ("/c3.jpg", "corrupt_image"),
+        ("/c4.jpg", "retries_exhausted"),
+        (None, "malformed_job"),
+    ]
+    status = await queue.batch_status(by_collection["cats"])
+    assert status is not None
+    assert (status.collection, status.total, status.pending, status.finished) == (
+        "cats", 2, 2, False,
+    )  # fmt: skip
+
+    # No reasons: every dead letter but the malformed ones (they are not jobs).
+    rest = await queue.requeue()
+    assert rest.requeued == 2
+    assert [x["reason"] for x in await queue.dead_letters()] == ["malformed_job"]
+    assert (await queue.requeue()).requeued == 0
+
+
+async def test_concurrent_requeues_move_each_dead_letter_once(queue: JobQueue) -> None:
+    for i in range(20):
+        await _dead_letter(queue, "c", f"/{i}.jpg", "retries_exhausted")
+    results = await asyncio.gather(*(queue.requeue(limit=7) for _ in range(5)))
+    assert sum(r.requeued for r in results) == 20
+    entries = await queue.read("w", count=100, block_ms=100)
+    assert sorted(d.job.path for d in entries) == sorted(f"/{i}.jpg" for i in range(20))
+    assert (await queue.depth())["dead_letters"] == 0

@@ -12,7 +12,8 @@ Keys (prefix ``imgsearch:``):
 - ``jobs``               stream of jobs, one image each; entries are deleted once handled,
                          so its length is the number of outstanding jobs
 - ``delayed``            sorted set of jobs waiting for a retry (score = due time)
-- ``dead``               list of dead letters (JSON: job, reason, message, time)
+- ``dead``               list of dead letters (JSON: job, reason, message, time), oldest
+                         first; :meth:`JobQueue.requeue` moves them back onto the stream
 - ``batch:<id>``         hash: collection, total, created_at
 - ``batch:<id>:done``    set of job ids done;  ``:failed`` set of job ids failed
 - ``batch:<id>:errors``  list of JSON errors (capped)
@@ -21,21 +22,30 @@ Keys (prefix ``imgsearch:``):
 Each terminal transition (done, failed, retry scheduled) and the acknowledgement
 happen in one MULTI/EXEC transaction, so progress counts are exact even when a
 job is delivered twice.
+
+An entry whose fields are not a job (a producer's bug, another version's format) is
+dead-lettered as ``malformed_job`` the moment it is read or claimed, with its raw
+fields (capped) and acknowledged: it can neither kill a worker nor come back forever.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .schemas import BatchError, BatchStatus
+from .schemas import BatchError, BatchQueued, BatchStatus, RequeueResult
+
+log = logging.getLogger(__name__)
 
 PREFIX = "imgsearch:"
 STREAM = PREFIX + "jobs"
@@ -46,6 +56,12 @@ ROOTS = PREFIX + "roots"
 MAX_BATCH_ERRORS = 200
 MAX_DEAD_LETTERS = 10_000
 BATCH_TTL_S = 7 * 24 * 3600
+#: Dead-letter reason of a stream entry that is not a job; such letters are never requeued.
+MALFORMED = "malformed_job"
+#: A malformed entry's raw fields are kept for a look, within these bounds.
+MAX_RAW_FIELDS = 20
+MAX_RAW_CHARS = 200
+_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 # Moves due retries from the delayed set back onto the stream, atomically.
 _PROMOTE_LUA = """
@@ -61,8 +77,81 @@ return #due
 """
 
 
+# Moves dead letters back onto the stream, atomically: a crash (of the caller, or of
+# Redis before the AOF has it) requeues all of them or none, and a dead letter taken by
+# one requeue is gone for a concurrent one. The matching letters, oldest first, up to the
+# limit, are replaced by a tombstone and the tombstones removed in one LREM (O(N), not one
+# LREM per letter). Each job keeps its id and starts afresh (no attempts, no failure
+# record) in a new batch per collection, whose id derives from this call's token.
+# KEYS: dead list, stream. ARGV: token, limit (0 = all), now, batch TTL, batch key prefix,
+# malformed reason, then the wanted reasons (none = every reason).
+_REQUEUE_LUA = """
+local raws = redis.call('LRANGE', KEYS[1], 0, -1)
+local limit = tonumber(ARGV[2])
+local any = #ARGV < 7
+local wanted = {}
+for i = 7, #ARGV do wanted[ARGV[i]] = true end
+local tomb = 'requeued:' .. ARGV[1]
+local moved, batches, order = 0, {}, {}
+for i, raw in ipairs(raws) do
+  if limit > 0 and moved >= limit then break end
+  local ok, entry = pcall(cjson.decode, raw)
+  if ok and type(entry) == 'table' and type(entry.job) == 'table'
+      and type(entry.reason) == 'string' and entry.reason ~= ARGV[6]
+      and (any or wanted[entry.reason]) then
+    local job = entry.job
+    local collection = job.collection
+    if type(collection) == 'string' and collection ~= '' and type(job.job_id) == 'string'
+        and type(job.path) == 'string' then
+      local batch = batches[collection]
+      if not batch then
+        batch = {id = string.sub(redis.sha1hex(ARGV[1] .. '/' .. collection), 1, 32), count = 0}
+        batches[collection] = batch
+        table.insert(order, collection)
+      end
+      job.batch_id = batch.id
+      job.attempt = '0'
+      job.first_failed_at = '0.0'
+      job.unexpected_failures = '0'
+      local args = {}
+      for k, v in pairs(job) do
+        table.insert(args, tostring(k))
+        table.insert(args, tostring(v))
+      end
+      redis.call('XADD', KEYS[2], '*', unpack(args))
+      redis.call('LSET', KEYS[1], i - 1, tomb)
+      batch.count = batch.count + 1
+      moved = moved + 1
+    end
+  end
+end
+if moved > 0 then redis.call('LREM', KEYS[1], 0, tomb) end
+local out = {moved}
+for _, collection in ipairs(order) do
+  local batch = batches[collection]
+  local key = ARGV[5] .. batch.id
+  redis.call('HSET', key, 'collection', collection, 'total', batch.count, 'created_at', ARGV[3])
+  redis.call('EXPIRE', key, tonumber(ARGV[4]))
+  table.insert(out, collection)
+  table.insert(out, batch.id)
+  table.insert(out, batch.count)
+end
+return out
+"""
+
+
 def _batch_key(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}"
+
+
+class MalformedJob(ValueError):
+    """Stream fields that do not make a :class:`Job`."""
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """Whether Redis answered that the stream or its consumer group is gone (``FLUSHALL``,
+    or a restart that lost its data): :meth:`JobQueue.ensure_group` makes them again."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
 @dataclass(frozen=True)
@@ -75,27 +164,60 @@ class Job:
     path: str
     source: str = "folder"  # folder | upload | url
     name: str = ""  # what the user knows it as: file name or URL
+    #: Failed attempts so far (the backoff's exponent).
     attempt: int = 0
+    #: When a retryable failure first struck this job (epoch seconds, 0 = never): the
+    #: retry window is counted from it, whichever worker tried.
+    first_failed_at: float = 0.0
+    #: Failures that were not the services' own errors (a bug, most likely).
+    unexpected_failures: int = 0
 
     def fields(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> Job:
-        f = {_s(k): _s(v) for k, v in fields.items()}
-        return cls(
-            job_id=f["job_id"],
-            batch_id=f["batch_id"],
-            collection=f["collection"],
-            path=f["path"],
-            source=f.get("source", "folder"),
-            name=f.get("name", ""),
-            attempt=int(f.get("attempt", "0")),
-        )
+        """The job that ``fields`` (a stream entry's) describe; :class:`MalformedJob` when
+        they describe none."""
+        try:
+            f = {_s(k): _s(v) for k, v in fields.items()}
+            job = cls(
+                job_id=f["job_id"],
+                batch_id=f["batch_id"],
+                collection=f["collection"],
+                path=f["path"],
+                source=f.get("source", "folder"),
+                name=f.get("name", ""),
+                attempt=int(f.get("attempt", "0")),
+                first_failed_at=float(f.get("first_failed_at", "0")),
+                unexpected_failures=int(f.get("unexpected_failures", "0")),
+            )
+        except KeyError as exc:
+            raise MalformedJob(f"no {exc.args[0]!r} field") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MalformedJob(f"unreadable fields ({type(exc).__name__})") from None
+        if not (job.job_id and job.batch_id and job.collection and job.path):
+            raise MalformedJob("an empty job_id, batch_id, collection or path")
+        if job.attempt < 0 or job.unexpected_failures < 0 or not math.isfinite(job.first_failed_at):
+            raise MalformedJob("a negative count or a non-finite time")
+        return job
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw_fields(fields: dict[Any, Any]) -> dict[str, str]:
+    """A malformed entry's fields, readable and bounded, for its dead letter."""
+
+    def text(value: Any) -> str:
+        out = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        return out if len(out) <= MAX_RAW_CHARS else out[:MAX_RAW_CHARS] + "…"
+
+    raw = {text(k): text(v) for k, v in list(fields.items())[:MAX_RAW_FIELDS]}
+    if len(fields) > MAX_RAW_FIELDS:
+        raw["…"] = f"{len(fields) - MAX_RAW_FIELDS} more fields"
+    return raw
 
 
 @dataclass(frozen=True)
@@ -113,6 +235,7 @@ class JobQueue:
         self.stream = stream
         self.group = group
         self._promote = redis.register_script(_PROMOTE_LUA)
+        self._requeue = redis.register_script(_REQUEUE_LUA)
 
     async def ensure_group(self) -> None:
         try:
@@ -211,6 +334,33 @@ class JobQueue:
         raw: list[Any] = await self.redis.lrange(DEAD, -count, -1)
         return [json.loads(x) for x in raw]
 
+    async def requeue(
+        self, reasons: Sequence[str] | None = None, limit: int | None = None
+    ) -> RequeueResult:
+        """Move dead letters back onto the stream (atomically, see ``_REQUEUE_LUA``): those
+        with one of ``reasons`` (None: any), oldest first, at most ``limit`` (None: all).
+        ``malformed_job`` letters stay: they are not jobs.
+
+        Every job is requeued, whether its file still exists or not: the workers are the
+        ones that read files (the caller may not even see them), and a job whose file is
+        gone comes back as ``missing_file`` in its new batch. The jobs count in new
+        batches, one per collection (a batch has one), so their progress can be followed;
+        their old batches are finished and keep counting them as failed.
+        """
+        await self.ensure_group()
+        token = uuid.uuid4().hex
+        args: list[str | int | float] = [token, limit or 0, time.time(), BATCH_TTL_S]
+        args += [_batch_key(""), MALFORMED, *(reasons or ())]
+        answer: list[Any] = await self._requeue(keys=[DEAD, self.stream], args=args)
+        moved, rest = int(answer[0]), answer[1:]
+        batches = [
+            BatchQueued(batch_id=_s(rest[i + 1]), queued=int(rest[i + 2]), collection=_s(rest[i]))
+            for i in range(0, len(rest), 3)
+        ]
+        if moved:
+            log.info("requeued %d dead letter(s) in %d batch(es)", moved, len(batches))
+        return RequeueResult(requeued=moved, batches=batches)
+
     # --- consumer side ----------------------------------------------------------------
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -222,7 +372,9 @@ class JobQueue:
         for _stream, entries in answer or []:
             for entry_id, fields in entries:
                 if fields:
-                    out.append(Delivery(_s(entry_id), Job.from_fields(fields)))
+                    job = await self._job_or_dead_letter(_s(entry_id), fields)
+                    if job is not None:
+                        out.append(Delivery(_s(entry_id), job))
         return out
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
@@ -242,8 +394,50 @@ class JobQueue:
             if not fields:  # deleted meanwhile: nothing to do but forget it
                 await self.redis.xack(self.stream, self.group, eid)
                 continue
-            out.append(Delivery(eid, Job.from_fields(fields), counts.get(eid, 1) + 1))
+            job = await self._job_or_dead_letter(eid, fields)
+            if job is not None:
+                out.append(Delivery(eid, job, counts.get(eid, 1) + 1))
         return out
+
+    async def _job_or_dead_letter(self, entry_id: str, fields: dict[Any, Any]) -> Job | None:
+        """The entry's job; or None once an entry that is none is dead-lettered."""
+        try:
+            return Job.from_fields(fields)
+        except MalformedJob as exc:
+            await self._dead_letter_malformed(entry_id, fields, str(exc))
+            return None
+
+    async def _dead_letter_malformed(
+        self, entry_id: str, fields: dict[Any, Any], message: str
+    ) -> None:
+        raw = _raw_fields(fields)
+        dead = {"job": raw, "reason": MALFORMED, "message": message, "at": time.time()}
+        batch_id, job_id = raw.get("batch_id", ""), raw.get("job_id", "")
+        # Counted in its batch when it names one that exists, so that the batch finishes.
+        in_batch = bool(
+            job_id
+            and _BATCH_ID_RE.match(batch_id)
+            and await self.redis.exists(_batch_key(batch_id))
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if in_batch:
+                key = _batch_key(batch_id)
+                error = BatchError(
+                    path=raw.get("name") or raw.get("path") or f"entry {entry_id}",
+                    reason=MALFORMED,
+                    message=message,
+                )
+                pipe.sadd(key + ":failed", job_id)
+                pipe.expire(key + ":failed", BATCH_TTL_S)
+                pipe.rpush(key + ":errors", error.model_dump_json())
+                pipe.ltrim(key + ":errors", 0, MAX_BATCH_ERRORS - 1)
+                pipe.expire(key + ":errors", BATCH_TTL_S)
+            pipe.rpush(DEAD, json.dumps(dead))
+            pipe.ltrim(DEAD, -MAX_DEAD_LETTERS, -1)
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            await pipe.execute()
+        log.warning("stream entry %s is not a job (%s): dead-lettered", entry_id, message)
 
     async def heartbeat(self, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries this consumer is still working on.
@@ -290,10 +484,10 @@ class JobQueue:
             pipe.xdel(self.stream, delivery.entry_id)
             await pipe.execute()
 
-    async def retry_later(self, delivery: Delivery, delay_s: float) -> None:
-        """Transient failure: re-queue with ``attempt + 1`` after ``delay_s``, acknowledge."""
-        job = delivery.job
-        again = Job(**{**asdict(job), "attempt": job.attempt + 1})
+    async def retry_later(self, delivery: Delivery, delay_s: float, job: Job | None = None) -> None:
+        """Re-queue after ``delay_s`` and acknowledge: ``job`` (the worker's record of the
+        failure), by default the delivered job with ``attempt + 1``."""
+        again = job if job is not None else replace(delivery.job, attempt=delivery.job.attempt + 1)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(DELAYED, {json.dumps(again.fields(), sort_keys=True): time.time() + delay_s})
             pipe.xack(self.stream, self.group, delivery.entry_id)

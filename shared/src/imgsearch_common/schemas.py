@@ -8,7 +8,7 @@ The response shape follows the original system's (``results[]`` with ``id``, ``s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -129,3 +129,24 @@ class BatchStatus(BaseModel):
     finished: bool
     created_at: float
     errors: list[BatchError] = Field(default_factory=list)
+
+
+#: A dead letter's reason as the queue writes it (``retries_exhausted``, ``missing_file``).
+DeadLetterReason = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RequeueRequest(BaseModel):
+    """``POST /api/index/dead-letters/requeue``: which dead letters go back to the queue.
+
+    ``reasons`` unset: every reason (``malformed_job`` never: those entries are not jobs).
+    ``limit`` unset: all that match, oldest first."""
+
+    reasons: list[DeadLetterReason] | None = Field(default=None, min_length=1, max_length=50)
+    #: At most the dead-letter list's length (``MAX_DEAD_LETTERS`` in ``jobs``).
+    limit: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class RequeueResult(BaseModel):
+    requeued: int
+    #: The requeued jobs count in new batches, one per collection: follow them there.
+    batches: list[BatchQueued] = Field(default_factory=list)
