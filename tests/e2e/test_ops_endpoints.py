@@ -41,7 +41,9 @@ def test_worker_health_metrics_and_clean_stop(stack: LocalStack) -> None:
         timeout=120,
     )
     try:
-        assert httpx.get(proc.url).json() == {"status": "ok", "worker": "probe-worker"}
+        health = httpx.get(proc.url).json()
+        assert health["status"] == "ok" and health["worker"] == "probe-worker"
+        assert health["breaker"] == "closed"
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert "imgsearch_worker_jobs_total" in metrics
         assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404

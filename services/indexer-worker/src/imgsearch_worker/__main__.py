@@ -25,10 +25,10 @@ def _answer(worker: Worker, path: str) -> tuple[str, str, bytes]:
     if path == "/metrics":
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest(worker.metrics.registry)
     if path == "/health":
-        ready = worker.ready.is_set()
-        body = {"status": "ok" if ready else "starting", "worker": worker.name}
-        status = "200 OK" if ready else "503 Service Unavailable"
-        return status, "application/json", json.dumps(body).encode()
+        # Ready means this process works; an open breaker (a downstream is failing) or
+        # an unreachable Redis is reported, not a reason to restart it (that would not help).
+        status = "200 OK" if worker.ready.is_set() else "503 Service Unavailable"
+        return status, "application/json", json.dumps(worker.health()).encode()
     body_404 = {"error": {"code": "not_found", "message": "not found"}}
     return "404 Not Found", "application/json", json.dumps(body_404).encode()
 
@@ -62,7 +62,10 @@ async def _respond(
 
 async def serve(settings: WorkerSettings) -> None:
     token = settings.internal_token_value()
-    redis = Redis.from_url(settings.redis_url)
+    # Timeouts, so that a Redis behind a dead network link fails the call (and the loop
+    # backs off) instead of hanging it; the socket timeout is well above XREADGROUP's
+    # 1 s block.
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
     encoder = EncoderClient(settings.encoder_url, token, timeout_s=settings.encoder_timeout_s)
     index = open_index_writer(settings, token)
     worker = Worker(settings, JobQueue(redis), encoder, index)

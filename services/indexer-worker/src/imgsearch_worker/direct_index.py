@@ -35,6 +35,10 @@ class IndexWriter(Protocol):
 
     async def upsert(self, request: UpsertRequest) -> None: ...
 
+    async def probe(self) -> None:
+        """Raise (``UpstreamUnavailable``) unless the index answers a cheap call."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -47,6 +51,9 @@ class DirectIndexWriter:
 
     async def upsert(self, request: UpsertRequest) -> None:
         await write_images(self._store, request)
+
+    async def probe(self) -> None:
+        await self._store.collections()
 
     async def aclose(self) -> None:
         await self._store.close()

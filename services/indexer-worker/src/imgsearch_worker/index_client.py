@@ -30,6 +30,16 @@ class IndexClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def probe(self) -> None:
+        """A cheap call the index owner answers while it is up (its ``/health``): the
+        worker's circuit breaker asks it before it sends jobs again."""
+        try:
+            response = await self._client.get("/health")
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"index owner unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise UpstreamUnavailable(f"index owner answered {response.status_code}")
+
     async def upsert(self, request: UpsertRequest) -> None:
         try:
             response = await self._client.post(

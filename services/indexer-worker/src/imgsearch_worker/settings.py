@@ -30,12 +30,32 @@ class WorkerSettings(CommonSettings, VectorStoreSettings):
     claim_idle_ms: int = Field(default=120_000, ge=100)
     #: How often a worker looks for stale jobs and due retries (s).
     maintenance_interval_s: float = Field(default=2.0, gt=0)
-    #: Attempts for transient errors (encoder/index down) before dead-lettering.
+    #: Attempts for unexpected errors (not the services' own: a bug, most likely) before
+    #: dead-lettering; a transient error is given up only after this many attempts too.
     max_attempts: int = Field(default=6, ge=1)
+    #: Transient errors (encoder, index owner, Qdrant, Redis unavailable or overloaded)
+    #: never dead-letter a job within this many seconds of its first failure: an outage
+    #: of a few minutes (a redeploy, a model load) loses nothing.
+    retry_window_s: float = Field(default=900.0, ge=0)
     #: Claims of one entry (worker crashes while handling it) before dead-lettering it.
     max_deliveries: int = Field(default=5, ge=1)
+    #: Backoff between attempts of one job: doubles from base up to max (s).
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
+    #: Consecutive failures (unavailable, overloaded) of the encoder or the index owner
+    #: that open its circuit breaker: the worker takes no new job and probes it instead.
+    #: Fewer: an outage costs fewer wasted decodes; more: a single hiccup stops nobody.
+    breaker_failures: int = Field(default=3, ge=1)
+    #: First probe of an open breaker after this long, then doubling up to the max (s).
+    #: The max bounds how long the worker idles after the downstream is back.
+    breaker_probe_s: float = Field(default=1.0, gt=0)
+    breaker_probe_max_s: float = Field(default=5.0, gt=0)
+    #: A probe not answered within this long failed (s).
+    breaker_probe_timeout_s: float = Field(default=5.0, gt=0)
+    #: Redis unreachable or failing under the loop: wait from base, doubling up to max,
+    #: then try again (s). The worker never exits for it.
+    redis_retry_base_s: float = Field(default=0.5, gt=0)
+    redis_retry_max_s: float = Field(default=10.0, gt=0)
     #: Consumer name; defaults to host:pid. Keep it stable across restarts to resume faster.
     worker_name: str | None = None
     #: /health and /metrics of this worker; 0 disables the HTTP endpoint.
