@@ -6,15 +6,18 @@ The HTTP side is covered end to end against the real stack (tests/e2e).
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import httpx
 import pytest
 
 from imgsearch_cli import (
+    ApiClient,
     CliSettings,
     ProgressPrinter,
     best_box,
+    cmd_requeue,
     format_duration,
     format_progress,
     format_search_footer,
@@ -380,3 +383,66 @@ def test_unreachable_server_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err.startswith("imgsearch: error: cannot reach the search API at http://127.0.0.1:9")
     assert "Traceback" not in err
+
+
+# --- requeue ----------------------------------------------------------------------------
+
+
+def test_requeue_arguments() -> None:
+    plain = parse_args(["requeue"], SETTINGS)
+    assert (plain.command, plain.reasons, plain.limit) == ("requeue", None, None)
+    args = parse_args(
+        ["requeue", "--reason", "retries_exhausted", "worker_crashed", "--reason", "missing_file",
+         "--limit", "50"],
+        SETTINGS,
+    )  # fmt: skip
+    assert args.reasons == ["retries_exhausted", "worker_crashed", "missing_file"]
+    assert args.limit == 50
+
+
+@pytest.mark.parametrize("argv", [["requeue", "--limit", "0"], ["requeue", "--reason"]])
+def test_requeue_usage_errors_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv, SETTINGS)
+    assert exc.value.code == 2
+
+
+def test_requeue_sends_the_filter_and_prints_the_batches() -> None:
+    sent: list[tuple[str, str, bytes]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.method, request.url.path, request.content))
+        return httpx.Response(
+            200,
+            json={
+                "requeued": 3,
+                "batches": [
+                    {"batch_id": "b1", "queued": 2, "collection": "cats"},
+                    {"batch_id": "b2", "queued": 1, "collection": "dogs"},
+                ],
+            },
+        )
+
+    args = parse_args(["requeue", "--reason", "retries_exhausted", "--limit", "5"], SETTINGS)
+    out, err = io.StringIO(), io.StringIO()
+    with ApiClient(args.api, transport=httpx.MockTransport(answer)) as client:
+        assert cmd_requeue(client, args, out, err) == 0
+    ((method, path, content),) = sent
+    assert (method, path) == ("POST", "/api/index/dead-letters/requeue")
+    assert json.loads(content) == {"reasons": ["retries_exhausted"], "limit": 5}
+    assert out.getvalue() == (
+        "requeued 3 dead letters\n"
+        "batch b1: 2 queued in collection cats\n"
+        "batch b2: 1 queued in collection dogs\n"
+    )
+
+
+def test_requeue_of_nothing() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content) == {}
+        return httpx.Response(200, json={"requeued": 0, "batches": []})
+
+    out = io.StringIO()
+    with ApiClient("http://x", transport=httpx.MockTransport(answer)) as client:
+        assert cmd_requeue(client, parse_args(["requeue"], SETTINGS), out, io.StringIO()) == 0
+    assert out.getvalue() == "requeued 0 dead letters\n"

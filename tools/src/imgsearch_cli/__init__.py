@@ -5,6 +5,7 @@ Subcommands::
     imgsearch index DIR [--collection NAME] [--extensions .jpg .png ...] [--no-wait]
     imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--json] ...
     imgsearch status
+    imgsearch requeue [--reason R ...] [--limit N]
 
 ``imgsearch index`` replaces the original system's ``index_and_run.py --images-dir DIR
 --batch-size N --extensions ...``: it asks the server to index a folder on the *server's*
@@ -30,6 +31,7 @@ from .commands import (
     EXIT_SOME_FAILED,
     ProgressPrinter,
     cmd_index,
+    cmd_requeue,
     cmd_search,
     cmd_status,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "best_box",
     "build_parser",
     "cmd_index",
+    "cmd_requeue",
     "cmd_search",
     "cmd_status",
     "follow_batch",

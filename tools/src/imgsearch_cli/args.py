@@ -162,6 +162,30 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
     search.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
     sub.add_parser("status", parents=[common], help="show index and queue counts")
+
+    requeue = sub.add_parser(
+        "requeue",
+        parents=[common],
+        help="put dead letters back in the queue",
+        description=(
+            "Move dead letters (jobs that failed for good) back into the queue, oldest first, "
+            "in a new batch per collection, and print how many. Entries that were not jobs "
+            "(malformed_job) are never requeued; a job whose file is gone fails again as "
+            "missing_file."
+        ),
+    )
+    requeue.add_argument(
+        "--reason",
+        dest="reasons",
+        action="extend",
+        nargs="+",
+        metavar="R",
+        help="only dead letters with this reason, e.g. retries_exhausted (repeatable; "
+        "default: every reason)",
+    )
+    requeue.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="at most N (default: all that match)"
+    )
     return parser
 
 

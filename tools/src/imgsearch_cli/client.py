@@ -13,7 +13,13 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from imgsearch_common.backpressure import BUSY_STATUSES, retry_after_s
-from imgsearch_common.schemas import BatchQueued, BatchStatus, FolderIndexRequest
+from imgsearch_common.schemas import (
+    BatchQueued,
+    BatchStatus,
+    FolderIndexRequest,
+    RequeueRequest,
+    RequeueResult,
+)
 
 from .format import printable
 
@@ -135,6 +141,11 @@ class ApiClient:
     def index_folder(self, request: FolderIndexRequest) -> BatchQueued:
         data = self.json("POST", "/api/index/folder", json=request.model_dump())
         return _validate(BatchQueued, data, "POST /api/index/folder")
+
+    def requeue(self, request: RequeueRequest) -> RequeueResult:
+        body = request.model_dump(exclude_none=True)
+        data = self.json("POST", "/api/index/dead-letters/requeue", json=body)
+        return _validate(RequeueResult, data, "POST /api/index/dead-letters/requeue")
 
     def batch(self, batch_id: str) -> BatchStatus:
         data = self.json("GET", f"/api/index/batches/{batch_id}")

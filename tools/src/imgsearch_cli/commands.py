@@ -1,5 +1,5 @@
-"""The subcommands (``status``, ``index``, ``search``): each takes the client, the parsed
-arguments and the two output streams, and returns the exit status."""
+"""The subcommands (``status``, ``index``, ``search``, ``requeue``): each takes the client,
+the parsed arguments and the two output streams, and returns the exit status."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from imgsearch_common.schemas import (
     BatchStatus,
     FolderIndexRequest,
+    RequeueRequest,
     SearchResponse,
     TextSearchRequest,
     UrlSearchRequest,
@@ -171,8 +172,27 @@ def cmd_search(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
     return EXIT_OK
 
 
+def cmd_requeue(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        request = RequeueRequest(reasons=args.reasons, limit=args.limit)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise CliError(f"invalid requeue: {where}: {first.get('msg', '')}") from None
+    result = client.requeue(request)
+    plural = "" if result.requeued == 1 else "s"
+    out.write(f"requeued {result.requeued} dead letter{plural}\n")
+    for batch in result.batches:
+        out.write(
+            f"batch {batch.batch_id}: {batch.queued} queued "
+            f"in collection {printable(batch.collection)}\n"
+        )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
     "status": cmd_status,
     "index": cmd_index,
     "search": cmd_search,
+    "requeue": cmd_requeue,
 }

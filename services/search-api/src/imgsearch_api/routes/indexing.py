@@ -1,5 +1,6 @@
 """Indexing endpoints: queue a server-side folder, uploaded images or a URL; batch
-progress and dead letters. The rules are ``imgsearch_api.indexing``'s.
+progress, dead letters and their requeue. The rules are ``imgsearch_api.indexing``'s
+(the requeue's, ``JobQueue.requeue``'s).
 
 Every endpoint here requires ``API_KEY`` when it is set.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
 
 from imgsearch_common.errors import NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION
@@ -17,6 +18,8 @@ from imgsearch_common.schemas import (
     BatchQueued,
     BatchStatus,
     FolderIndexRequest,
+    RequeueRequest,
+    RequeueResult,
     UrlIndexRequest,
 )
 
@@ -61,3 +64,11 @@ async def batch_status(state: State, batch_id: str) -> BatchStatus:
 async def dead_letters(state: State, count: int = 100) -> dict[str, Any]:
     count = max(1, min(count, 1000))
     return {"dead_letters": await state.queue.dead_letters(count)}
+
+
+@router.post("/dead-letters/requeue", response_model=RequeueResult)
+async def requeue_dead_letters(
+    state: State, body: Annotated[RequeueRequest | None, Body()] = None
+) -> RequeueResult:
+    body = body or RequeueRequest()
+    return await state.queue.requeue(reasons=body.reasons, limit=body.limit)
