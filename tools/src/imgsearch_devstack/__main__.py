@@ -1,43 +1,86 @@
 """``make run`` (``python -m imgsearch_devstack``): start Redis, the encoder, the search API
-and the workers locally.
+and the workers locally, and keep them running.
 
 Reads the same environment variables as the services (README lists them).
 With ``--images-dir DIR`` it also queues that folder and shows the progress.
-Ctrl-C stops everything, workers first.
+A child that crashes is started again (capped exponential backoff, logged with its exit
+status and the end of its log). Ctrl-C or SIGTERM stops everything, workers first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from imgsearch_common.settings import env_list
+
 from .stack import LocalStack, StackConfig
+
+log = logging.getLogger("imgsearch_devstack")
+
+
+def index_roots(env: Mapping[str, str], data_dir: Path, images_dir: Path | None) -> list[str]:
+    """The API's ``INDEX_ROOTS`` under ``make run``: the user's (``:``-separated or a JSON
+    list), the folder given to index and the upload folder, as absolute paths."""
+    given = env_list(env.get("INDEX_ROOTS", ""), ":")
+    roots = [str(r) for r in given] if isinstance(given, list) else []
+    if images_dir is not None:
+        roots.append(str(images_dir))
+    roots.append(env.get("UPLOAD_DIR") or str(data_dir / "uploads"))
+    return list(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in roots))
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"error: {name}={value!r} is not a number") from None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m imgsearch_devstack", description=__doc__)
     parser.add_argument("--images-dir", type=Path, help="queue this folder for indexing")
     parser.add_argument("--collection", default=os.environ.get("COLLECTION", "default"))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
+    parser.add_argument("--workers", type=int, default=_int_env("WORKERS", 2))
     args = parser.parse_args()
+    # Our own messages (ports, Redis, restarts); the libraries' (httpx's per-request
+    # lines of the health checks) only from warnings up.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+    )
+    log.setLevel(logging.INFO)
 
+    images_dir: Path | None = args.images_dir.expanduser().resolve() if args.images_dir else None
+    if images_dir is not None and not images_dir.is_dir():
+        print(f"error: IMAGES_DIR {images_dir} is not a folder", file=sys.stderr)
+        return 2
     data_dir = Path(os.environ.get("DATA_DIR", "./data")).resolve()
     config = StackConfig(
         data_dir=data_dir,
-        api_port=int(os.environ.get("API_PORT", "8000")),
+        api_port=_int_env("API_PORT", 8000),
         api_host=os.environ.get("API_HOST", "127.0.0.1"),
-        encoder_port=int(os.environ.get("ENCODER_PORT", "8001")),
-        redis_port=int(os.environ.get("REDIS_PORT", "6379")),
+        encoder_port=_int_env("ENCODER_PORT", 8001),
+        redis_port=_int_env("REDIS_PORT", 6379),
         redis_url=os.environ.get("REDIS_URL") or None,
         workers=args.workers,
-        worker_base_port=int(os.environ.get("WORKER_BASE_PORT", "8010")),
+        worker_base_port=_int_env("WORKER_BASE_PORT", 8010),
         internal_token=os.environ.get("INTERNAL_TOKEN") or secrets.token_urlsafe(32),
+        extra_env={"INDEX_ROOTS": json.dumps(index_roots(os.environ, data_dir, images_dir))},
+        supervise=True,
+        port_fallback=True,
     )
     stack = LocalStack(config)
     # Ctrl-C and SIGTERM both stop the stack (SIGINT is re-armed: a shell starting us in
@@ -47,35 +90,36 @@ def main() -> int:
     print(f"starting the stack (data and logs in {data_dir}) ...", flush=True)
     try:
         stack.start()
+        c = stack.config  # with the ports actually used
         print(
-            f"\n  web page and REST API: http://localhost:{config.api_port}/"
-            f"\n  API docs:              http://localhost:{config.api_port}/docs"
+            f"\n  web page and REST API: http://localhost:{c.api_port}/"
+            f"\n  API docs:              http://localhost:{c.api_port}/docs"
             f"\n  logs:                  {stack.log_dir}"
-            "\n  Ctrl-C stops everything.\n",
+            "\n  A crashed service is restarted; Ctrl-C stops everything.\n",
             flush=True,
         )
-        if args.images_dir:
+        if images_dir is not None:
             cmd = [
                 sys.executable, "-m", "imgsearch_cli",
-                "--api", stack.api_url, "index", str(args.images_dir.resolve()),
+                "--api", stack.api_url, "index", str(images_dir),
                 "--collection", args.collection,
             ]  # fmt: skip
             subprocess.run(cmd, check=False)  # noqa: S603 - our own CLI, fixed arguments
         while True:
-            for proc in stack.procs():
-                if not proc.alive():
-                    print(f"{proc.name} stopped unexpectedly; see {proc.log_path}", flush=True)
-                    print(proc.log_tail(), flush=True)
-                    return 1
-            time.sleep(1.0)
+            time.sleep(1.0)  # the supervisor's thread watches the children
     except KeyboardInterrupt:
-        print("\nstopping ...", flush=True)
+        print("\nstopping (workers first) ...", flush=True)
         return 0
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # a port in use, a service that cannot start: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        stack.stop()
+        # A second Ctrl-C must not leave children behind half-way through stopping.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if any(True for _ in stack.procs()):
+            stack.stop()
+            print("stopped.", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ settings in the environment (``make run``, the tests, the benchmarks)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,7 +16,22 @@ import httpx
 from imgsearch_cli.polling import follow_batch
 from imgsearch_common.schemas import BatchStatus
 
-from .processes import Proc, free_port, start_redis, start_service
+from .processes import (
+    Proc,
+    RedisBinary,
+    find_redis,
+    free_port,
+    port_in_use,
+    start_redis,
+    start_service,
+)
+from .supervisor import RestartPolicy, Supervisor
+
+log = logging.getLogger("imgsearch_devstack")
+
+
+class PortInUse(RuntimeError):
+    """A port the stack must listen on is taken (the message says which and what to do)."""
 
 
 @dataclass
@@ -30,6 +47,14 @@ class StackConfig:
     internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
     log_to_files: bool = True
+    #: The redis-server to start; None = the system one, else the bundled one.
+    redis_binary: RedisBinary | None = None
+    #: Restart a child that exits (``make run``): see ``supervisor.py``.
+    supervise: bool = False
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    #: An internal port (Redis, encoder, workers) that is taken is replaced by a free one
+    #: (logged); off, a taken port is an error naming it. The API's port is never replaced.
+    port_fallback: bool = False
 
     @classmethod
     def on_free_ports(
@@ -54,7 +79,8 @@ class StackConfig:
 
 
 class LocalStack:
-    """Redis + encoder + search API + workers as child processes."""
+    """Redis + encoder + search API + workers as child processes (restarted when they
+    crash, with ``supervise``)."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -62,7 +88,12 @@ class LocalStack:
         self.encoder: Proc | None = None
         self.api: Proc | None = None
         self.workers: list[Proc] = []
-        self.redis_url = config.redis_url or f"redis://127.0.0.1:{config.redis_port}/0"
+        self.supervisor: Supervisor | None = None
+        self._worker_ports: dict[int, int] = {}
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or f"redis://127.0.0.1:{self.config.redis_port}/0"
 
     @property
     def api_url(self) -> str:
@@ -95,11 +126,17 @@ class LocalStack:
         return env
 
     def start(self) -> LocalStack:
+        self.check_ports()  # may replace ports: self.config changes
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             if c.redis_url is None:
-                self.redis = start_redis(c.data_dir / "redis", c.redis_port, log_dir=self.log_dir)
+                self.redis = start_redis(
+                    c.data_dir / "redis",
+                    c.redis_port,
+                    log_dir=self.log_dir,
+                    binary=c.redis_binary or find_redis(),
+                )
             self.start_encoder()
             self.api = start_service(
                 "search-api", "imgsearch_api", self.env(), self.api_url + "/health",
@@ -110,7 +147,49 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+        if c.supervise:
+            self.supervisor = Supervisor(self.procs, c.restart_policy).start()
         return self
+
+    def check_ports(self) -> None:
+        """Before anything starts: the API's port must be free (PortInUse otherwise); a
+        taken internal port is replaced (``port_fallback``) or PortInUse."""
+        c = self.config
+        if port_in_use(c.api_port, c.api_host):
+            raise PortInUse(
+                f"port {c.api_port} (API_PORT, the web page and REST API) is already in use "
+                f"on {c.api_host}: stop the program listening there (`ss -ltnp "
+                f"'sport = :{c.api_port}'` shows it), or choose another port, e.g. "
+                f"`API_PORT={free_port()} make run`."
+            )
+        redis_port = c.redis_port
+        if c.redis_url is None:
+            redis_port = self._port_for("Redis", "REDIS_PORT", c.redis_port)
+        encoder_port = self._port_for("the encoder", "ENCODER_PORT", c.encoder_port)
+        self.config = dataclasses.replace(c, redis_port=redis_port, encoder_port=encoder_port)
+        if c.worker_base_port:
+            self._worker_ports = {
+                i: self._port_for(f"worker-{i}", "WORKER_BASE_PORT", c.worker_base_port + i)
+                for i in range(c.workers)
+            }
+
+    def _port_for(self, what: str, setting: str, port: int) -> int:
+        if not port_in_use(port):
+            return port
+        if not self.config.port_fallback:
+            raise PortInUse(
+                f"port {port} ({setting}, {what}) is already in use on 127.0.0.1: stop what "
+                f"listens there or set {setting} to a free port."
+            )
+        chosen = free_port()
+        log.warning(
+            "port %d (%s) is taken by another program: %s listens on %d instead",
+            port,
+            setting,
+            what,
+            chosen,
+        )
+        return chosen
 
     def start_encoder(self) -> Proc:
         self.encoder = start_service(
@@ -121,7 +200,8 @@ class LocalStack:
 
     def start_worker(self, index: int, **overrides: str) -> Proc:
         c = self.config
-        port = c.worker_base_port + index if c.worker_base_port else 0
+        default = c.worker_base_port + index if c.worker_base_port else 0
+        port = self._worker_ports.get(index, default)
         env = self.env(WORKER_NAME=f"worker-{index}", WORKER_PORT=str(port), **overrides)
         url = f"http://127.0.0.1:{port}/health" if port else ""
         proc = start_service(
@@ -131,6 +211,10 @@ class LocalStack:
         return proc
 
     def stop(self) -> None:
+        """The supervisor first (nothing is restarted any more), then the workers, the API,
+        the encoder and Redis."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
         for proc in reversed(self.workers):
             proc.stop()
         self.workers.clear()
