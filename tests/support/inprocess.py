@@ -97,6 +97,8 @@ class InProcessStack:
     redis_url: str
     workers: int = 2
     api_overrides: dict[str, Any] = field(default_factory=dict)
+    #: ``INDEX_ROOTS`` of the search API (the folders the tests index lie under them).
+    index_roots: list[Path] = field(default_factory=list)
 
     loop: asyncio.AbstractEventLoop = field(init=False)
     encoder_app: FastAPI = field(init=False)
@@ -115,6 +117,7 @@ class InProcessStack:
             "redis_url": self.redis_url,
             "encoder_url": ENCODER_URL,
             "internal_token": TOKEN,
+            "index_roots": list(self.index_roots),
         }
         return ApiSettings(**{**values, **overrides})
 
