@@ -8,12 +8,12 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             services/search-api/pyproject.toml services/indexer-worker/pyproject.toml \
             tools/pyproject.toml
 
-.PHONY: install run test lint format typecheck clean bench-quality bench-throughput bench-gpu
+.PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
-	@echo "make test                      install on first use, lint, type-check, run every test"
+	@echo "make test                      install on first use (system packages too, as root), lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
 	@echo "make lint | typecheck | clean"
 
@@ -33,9 +33,15 @@ $(STAMP): $(PROJECTS) requirements-dev.txt
 run: $(STAMP)
 	$(BIN)/python -m imgsearch_devstack $(if $(IMAGES_DIR),--images-dir "$(IMAGES_DIR)")
 
-# Every test, after the tree passes the linter, the formatter check and the type checker
+# What the tests need from the system that pip cannot install: installed with apt-get when
+# we are root (CI, a fresh container), else the exact command is printed (and a required
+# one stops here). PREFLIGHT_ARGS=--no-install only checks.
+preflight: $(STAMP)
+	$(BIN)/python -m imgsearch_devstack.preflight $(PREFLIGHT_ARGS)
+
+# Every test, after the system check, the linter, the formatter check and the type checker
 # (CI runs exactly this; any finding fails it).
-test: lint typecheck
+test: preflight lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks are programs, not tests: each prints a table and writes JSON under $(BENCH_OUT).

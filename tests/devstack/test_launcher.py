@@ -1,0 +1,64 @@
+"""``make run``'s and ``make test``'s small decisions: the API's ``INDEX_ROOTS`` under
+``make run``, and the preflight of ``make test`` (install as root, else the exact command;
+a missing required need stops the run, an optional one is reported)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from imgsearch_devstack.__main__ import index_roots
+from imgsearch_devstack.preflight import NEEDS, SystemNeed, apt_command, check
+
+
+def test_index_roots_join_the_users_the_images_dir_and_the_uploads(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = tmp_path / "pics"
+    assert index_roots({}, data, None) == [str(data / "uploads")]
+    assert index_roots({"INDEX_ROOTS": "/srv/a:/srv/b"}, data, images) == [
+        "/srv/a", "/srv/b", str(images), str(data / "uploads"),
+    ]  # fmt: skip
+    given = {"INDEX_ROOTS": json.dumps(["/srv/with:colon", str(images)]), "UPLOAD_DIR": "/up"}
+    assert index_roots(given, data, images) == ["/srv/with:colon", str(images), "/up"]
+
+
+def _need(*, required: bool, present: bool = False) -> SystemNeed:
+    return SystemNeed(
+        name="frobnicator",
+        present=lambda: present,
+        apt_packages=("frob", "frob-data"),
+        why="the frob tests",
+        required=required,
+    )
+
+
+def test_a_missing_required_need_stops_with_the_exact_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert check([_need(required=True)], install=False) == 2
+    out = capsys.readouterr().out
+    assert "missing: frobnicator (the frob tests)" in out
+    # Run as it is printed: with sudo unless we are root.
+    assert apt_command(("frob", "frob-data"), root=os.geteuid() == 0) in out
+    assert (
+        apt_command(("frob",), root=False) == "sudo apt-get update && sudo apt-get install -y frob"
+    )
+
+
+def test_a_missing_optional_need_is_reported_not_silent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert check([_need(required=False)], install=False) == 0
+    assert "note: no frobnicator: the frob tests" in capsys.readouterr().out
+
+
+def test_present_needs_say_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check([_need(required=True, present=True)], install=False) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_the_needs_of_today_are_the_optional_system_redis() -> None:
+    assert [(n.apt_packages, n.required) for n in NEEDS] == [(("redis-server",), False)]
