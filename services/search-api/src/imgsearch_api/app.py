@@ -24,6 +24,7 @@ from imgsearch_common.errors import install_error_handlers
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore import open_vector_store
 
+from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .routes import indexing, internal, pages, search
@@ -95,6 +96,7 @@ def create_app(
                     tuning=SearchTuning.from_settings(settings),
                     max_pixels=settings.max_image_pixels,
                     remove_text=text_remover.remove,
+                    files=IndexedFiles.of(settings.index_roots, settings.uploads_path()),
                 ),
                 indexing=IndexingService(
                     queue,

@@ -6,22 +6,25 @@ import asyncio
 import mimetypes
 import os
 import uuid
+from collections.abc import AsyncIterator
 from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imgsearch_common.errors import NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
 from imgsearch_common.payloads import ImagePayload
 
+from ..files import IndexedFiles
 from ..state import AppState, get_state
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
+#: Bytes of an image file read per step while it is sent.
+IMAGE_CHUNK_BYTES = 256 * 1024
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -74,8 +77,11 @@ async def status(state: State) -> dict[str, Any]:
 
 
 @router.get("/api/image/{image_id}", tags=["search"])
-async def image(state: State, image_id: str, collection: str = DEFAULT_COLLECTION) -> FileResponse:
-    """The original file of an indexed image. Never reads outside the indexed roots."""
+async def image(
+    state: State, image_id: str, collection: str = DEFAULT_COLLECTION
+) -> StreamingResponse:
+    """The original file of an indexed image, if it is a regular file under ``INDEX_ROOTS``
+    or the upload folder (``imgsearch_api.files``); else 404."""
     validate_collection(collection)
     try:
         uuid.UUID(image_id)
@@ -85,18 +91,29 @@ async def image(state: State, image_id: str, collection: str = DEFAULT_COLLECTIO
     payload = ImagePayload.read(hits[0].payload) if hits else None
     if payload is None:
         raise NotFound("no such image")
-    roots = [*await state.queue.roots(), str(state.settings.uploads_path())]
-    real = await asyncio.to_thread(_servable, payload.file_path, roots)
-    if real is None:
+    files = IndexedFiles.of(state.settings.index_roots, state.settings.uploads_path())
+    opened = await asyncio.to_thread(files.open, payload.file_path)
+    if opened is None:
         raise NotFound("the image file is not available")
-    media_type = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
-    return FileResponse(real, media_type=media_type)
+    # Sent from the descriptor that passed the check, not reopened by name.
+    size = os.fstat(opened.file.fileno()).st_size
+    media_type = mimetypes.guess_type(opened.path.name)[0] or "application/octet-stream"
+    return StreamingResponse(
+        _chunks(opened.file, size),
+        media_type=media_type,
+        headers={"Content-Length": str(size)},
+    )
 
 
-def _servable(stored: str, roots: list[str]) -> Path | None:
-    """``stored`` resolved, if it is an existing file under one of ``roots`` (links resolved)."""
-    if not stored:
-        return None
-    real = Path(os.path.realpath(stored))
-    inside = any(real.is_relative_to(os.path.realpath(r)) for r in roots)
-    return real if inside and real.is_file() else None
+async def _chunks(file: BinaryIO, size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes of ``file`` (fewer if it shrank meanwhile), read off the loop; closes it."""
+    try:
+        left = size
+        while left > 0:
+            chunk = await asyncio.to_thread(file.read, min(IMAGE_CHUNK_BYTES, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+    finally:
+        file.close()

@@ -12,7 +12,8 @@ view. The model decides, the correlation only proposes: a query that is not a co
 of a picture (another photo of the same thing) gets a poor box whose score loses to the
 first stage's. ``RESCORE_FRACTIONS`` adds boxes of the query's shape centred on the best
 window. A picture whose file cannot be read (moved, or a server without the files) keeps
-its first-stage score.
+its first-stage score, and so does one whose file the API may not read (outside
+``INDEX_ROOTS`` and the upload folder, or not a regular file: ``imgsearch_api.files``).
 
 Cutting runs in the search API's thread pool, one picture per task.
 """
@@ -24,7 +25,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,7 @@ from imgsearch_common.imaging import crops_to_model_inputs, model_input, open_im
 from imgsearch_common.payloads import ImagePayload
 from imgsearch_common.windows import Box, refine_boxes
 
+from ..files import IndexedFiles
 from .aggregation import RankedImage, Rescore, clip_box
 from .locate import locate
 from .query import PreparedQuery
@@ -70,6 +72,8 @@ class Rescorer:
     max_pixels: int
     #: ``RESCORE_FRACTIONS``.
     fractions: tuple[float, ...] = ()
+    #: The only files read: a payload's path is not trusted.
+    files: IndexedFiles = field(kw_only=True)
 
     async def rescore(
         self,
@@ -165,16 +169,23 @@ class Rescorer:
 
     def _read_picture(self, path: str, size: tuple[int, int]) -> Image.Image | None:
         """An indexed picture's pixels (JPEG: decoded at a reduced scale that keeps at
-        least ``RESCORE_DECODE_SIDE`` px on the short side), or None if unreadable."""
+        least ``RESCORE_DECODE_SIDE`` px on the short side), or None if it may not be read
+        (``IndexedFiles``) or cannot be."""
         try:
-            if not os.path.isfile(path) or os.path.getsize(path) > RESCORE_MAX_FILE_BYTES:
+            opened = self.files.open(path)
+            if opened is None:
+                log.info("re-scoring skipped %s: not a readable file under the roots", path)
                 return None
-            with open(path, "rb") as f:
-                data = f.read()
-            opened = open_image(data, max_pixels=self.max_pixels)
-            if opened.size != size:
+            with opened.file as f:
+                if os.fstat(f.fileno()).st_size > RESCORE_MAX_FILE_BYTES:
+                    return None
+                data = f.read(RESCORE_MAX_FILE_BYTES + 1)
+            if len(data) > RESCORE_MAX_FILE_BYTES:
+                return None  # grew since the check
+            picture = open_image(data, max_pixels=self.max_pixels)
+            if picture.size != size:
                 return None  # the file changed since it was indexed
-            return opened.decode(RESCORE_DECODE_SIDE)
+            return picture.decode(RESCORE_DECODE_SIDE)
         except (OSError, ImgSearchError) as exc:
             log.info("re-scoring skipped %s: %s", path, exc)
             return None

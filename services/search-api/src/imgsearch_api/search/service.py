@@ -20,6 +20,7 @@ from imgsearch_common.ids import validate_collection
 from imgsearch_common.schemas import SearchResponse
 from imgsearch_common.vectorstore.base import VectorStore
 
+from ..files import IndexedFiles
 from .aggregation import RankedImage, apply_rescores
 from .candidates import Candidates, CandidateSearch, QueryVectors
 from .query import ImageSearch, PreparedQuery, QueryPreparer, SearchScope
@@ -39,7 +40,9 @@ class SearchService:
         tuning: SearchTuning,
         max_pixels: int,
         remove_text: Callable[[Image.Image], Image.Image],
+        files: IndexedFiles,
     ) -> None:
+        """``files``: the only files re-scoring reads (``imgsearch_api.files``)."""
         self.encoder = encoder
         self.pool = pool
         self.tuning = tuning
@@ -47,7 +50,7 @@ class SearchService:
             max_pixels, remove_text, tuning.query_window_scales, tuning.query_window_max
         )
         self._candidates = CandidateSearch(store, tuning)
-        self._rescorer = Rescorer(encoder, pool, max_pixels, tuning.rescore_fractions)
+        self._rescorer = Rescorer(encoder, pool, max_pixels, tuning.rescore_fractions, files=files)
 
     async def by_image(self, data: bytes, request: ImageSearch) -> SearchResponse:
         timings = Timings()
