@@ -186,3 +186,25 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def install_unavailable_handler(
+    app: FastAPI,
+    exc_types: tuple[type[Exception], ...],
+    message: str,
+    retry_after: int = 2,
+) -> None:
+    """Answer a lower layer's "cannot reach it" errors (e.g. redis-py's ``ConnectionError``
+    and ``TimeoutError``) as :class:`UpstreamUnavailable`: 503 + ``Retry-After``, our JSON
+    shape, ``message`` as the text. Mapped once, at the boundary, instead of a ``try`` in
+    every route; the exception's own text (it names hosts and ports) is only logged."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, message, exc)
+        err = UpstreamUnavailable(message, retry_after=retry_after)
+        return JSONResponse(err.to_dict(), status_code=err.status_code, headers=err.headers)
+
+    for exc_type in exc_types:
+        app.add_exception_handler(exc_type, on_unavailable)

@@ -18,9 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgsearch_common.encoder_client import EncoderClient
-from imgsearch_common.errors import install_error_handlers
+from imgsearch_common.errors import install_error_handlers, install_unavailable_handler
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore import open_vector_store
 
@@ -56,7 +58,8 @@ def create_app(
         if settings.internal_token_value() is None:
             log.warning("INTERNAL_TOKEN is not set: the internal endpoints refuse every request")
         async with AsyncExitStack() as stack:
-            redis = Redis.from_url(settings.redis_url)
+            # Bounded: a Redis that does not answer fails a request (503), never hangs it.
+            redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
             stack.push_async_callback(redis.aclose)
             queue = JobQueue(redis)
             store = open_vector_store(settings, settings.data_dir)
@@ -123,6 +126,10 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
+    # Redis down: the queue's endpoints answer 503 + Retry-After; searches go on.
+    install_unavailable_handler(
+        app, (RedisConnectionError, RedisTimeoutError), "the job queue is unavailable"
+    )
     app.include_router(search.router)
     app.include_router(indexing.router)
     app.include_router(internal.router)
