@@ -8,13 +8,15 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             services/search-api/pyproject.toml services/indexer-worker/pyproject.toml \
             tools/pyproject.toml
 
-.PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu
+.PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu \
+        chaos load
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
 	@echo "make test                      install on first use (system packages too, as root), lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
+	@echo "make chaos | load              fault campaign, load run (HARDENING.md; table + JSON)"
 	@echo "make lint | typecheck | clean"
 
 install: $(STAMP)
@@ -52,6 +54,14 @@ bench-quality: $(STAMP)
 
 bench-throughput: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The fault campaign (SIGKILLs while indexing, then a reconciliation) and the load run
+# (concurrent searchers with and without indexing): see HARDENING.md.
+chaos: $(STAMP)
+	$(BIN)/python -m benchmarks.chaos --out $(BENCH_OUT) $(BENCH_ARGS)
+
+load: $(STAMP)
+	$(BIN)/python -m benchmarks.load --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # On a machine with an NVIDIA GPU (see benchmarks/README.md for the device run).
 bench-gpu:
