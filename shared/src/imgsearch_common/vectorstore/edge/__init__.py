@@ -17,6 +17,8 @@ shaped it:
 - :mod:`.shards` — a shard's record, the configuration new shards get, opening one;
 - :mod:`.optimizer` — when and how a shard's HNSW index is built: in a child process on a
   copy, swapped in with the writes made meanwhile, recovered after a crash.
+- :mod:`.flusher` — when acknowledged writes reach the disk: what a process death and a
+  power loss can cost (the durability promise).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from .._util import (
 )
 from ..base import KINDS, Hit, Kind, PointRecord, VectorStore
 from .calls import EdgeThread
+from .flusher import DEFAULT_FLUSH_INTERVAL_S, Flusher
 from .lock import acquire_lock, release_lock
 from .optimizer import Optimizer, recover
 from .shards import (
@@ -70,6 +71,11 @@ class EdgeVectorStore(VectorStore):
     ``oversampling`` fetches that many times ``limit`` candidates by their int8 scores
     before rescoring them with the float32 vectors. Figures for 1M vectors in
     benchmarks/README.md ("Throughput") and deploy/CAPACITY.md.
+
+    Durability (see :mod:`.flusher`): an acknowledged write survives the process's death;
+    a power loss may lose the writes of the last ``flush_interval_s`` (each written shard
+    is flushed that long after its first unflushed write; ``None``: only by optimizes and
+    :meth:`close`).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class EdgeVectorStore(VectorStore):
         quantization: Quantization = "none",
         hnsw_ef: int | None = None,
         oversampling: float | None = None,
+        flush_interval_s: float | None = DEFAULT_FLUSH_INTERVAL_S,
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
@@ -103,6 +110,7 @@ class EdgeVectorStore(VectorStore):
         self._optimizer = Optimizer(
             self._edge, threshold=optimize_threshold, in_subprocess=optimize_in_subprocess
         )
+        self._flusher = Flusher(self._edge, flush_interval_s)
         self._shards: dict[tuple[str, Kind], Shard] = {}
         self._open_locks: dict[tuple[str, Kind], asyncio.Lock] = {}
 
@@ -129,6 +137,7 @@ class EdgeVectorStore(VectorStore):
 
         async with sh.write_lock:
             await self._edge.call(apply, sh, build)
+        self._flusher.written(sh)
         sh.added_since_optimize += len(points)
         self._optimizer.maybe_start(sh)
 
@@ -195,6 +204,7 @@ class EdgeVectorStore(VectorStore):
                 await self._edge.call(
                     apply, full, lambda: UpdateOperation.delete_points([image_id])
                 )
+            self._flusher.written(full)
         windows = await self._shard(collection, "window")
         if windows is not None:
             by_parent = Filter(must=[FieldCondition(key=PARENT_ID, match=MatchValue(image_id))])
@@ -204,6 +214,7 @@ class EdgeVectorStore(VectorStore):
                     windows,
                     lambda: UpdateOperation.delete_points_by_filter(by_parent),
                 )
+            self._flusher.written(windows)
 
     async def collections(self) -> list[str]:
         self._edge.check_open()
@@ -222,6 +233,7 @@ class EdgeVectorStore(VectorStore):
         if self._edge.closing:
             return
         self._edge.begin_close()
+        await self._flusher.stop()
         await self._optimizer.stop(self._shards.values())
         try:
             await self._edge.run(self._close_all)
@@ -230,6 +242,17 @@ class EdgeVectorStore(VectorStore):
             release_lock(self._lock_fd)
 
     # --- extra, Edge only -------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write every open shard to disk and sync it (Edge's ``flush``: the WAL and the
+        segments, ``msync``/``fsync``). Upserts do not wait for this (see the README,
+        "Choices"): it is what a point needs to outlive a power loss, not a process death."""
+
+        def run() -> None:
+            for sh in list(self._shards.values()):
+                sh.handle.flush()
+
+        await self._edge.call(run)
 
     async def shard_info(self, collection: str, kind: Kind) -> dict[str, int] | None:
         """Points, indexed vectors and segments of one shard (``None`` if it does not exist)."""
