@@ -23,6 +23,13 @@ crop is cut from, so the vectors still equal open_clip's own for those pixels.
 :func:`prescale` optionally shrinks an image that is still much larger (PNG, WebP, huge
 JPEGs) once, before its windows are cut; that changes crop pixels slightly (measured:
 cosine >= 0.9999 against cutting from the decoded image; benchmarks/README.md).
+
+Queries come from anyone, so :meth:`OpenedImage.decode_bounded` bounds what one costs: the
+result's long side is at most ``max_side``, and a larger image never exists as a full-size
+RGB copy. A JPEG is decoded at a reduced DCT scale; every other format can only be decoded
+at full size in its own mode (1 byte a pixel for 1-bit, grey and palette images, 4 for
+RGB), which is then reduced by an integer factor strip by strip before it becomes RGB.
+``max_decoded_pixels`` refuses images whose full-size decode alone would cost too much.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from .errors import CorruptImage, EmptyInput, ImageTooLarge, UnsupportedImage
 from .windows import Box
@@ -64,6 +71,21 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 #: JPEG DCT scaling factors libjpeg offers (decoded size = ceil(size / factor)).
 _JPEG_SCALES = (8, 4, 2, 1)
+#: What undoes each EXIF orientation (as ``ImageOps.exif_transpose`` does).
+_ORIENTATION_FIX = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: Modes that :meth:`OpenedImage.decode_bounded` reduces as they are (the others are
+#: converted strip by strip, and only the reduced strips are kept).
+_REDUCIBLE_MODES = ("L", "RGB")
+#: About this many bytes of converted pixels per strip.
+_STRIP_BYTES = 4 * 1024 * 1024
 
 
 @contextlib.contextmanager
@@ -105,8 +127,16 @@ class OpenedImage:
                 raise ImageTooLarge(
                     f"the image has {width * height} pixels; the limit is {max_pixels}"
                 )
-            orientation = self._img.getexif().get(ExifTags.Base.Orientation, 1)
+            if self._img.format == "PNG":
+                # Pillow's PNG getexif() decodes the whole image to look for an eXIf
+                # chunk after the pixel data: a header check must not decode. What the
+                # chunks before the pixel data say (where writers put eXIf) is used.
+                exif = Image.Image.getexif(self._img)
+            else:
+                exif = self._img.getexif()
+            orientation = exif.get(ExifTags.Base.Orientation, 1)
         self.format: str = self._img.format or ""
+        self._orientation = orientation
         self._transposed = orientation in _TRANSPOSING_ORIENTATIONS
         self.size: tuple[int, int] = (height, width) if self._transposed else (width, height)
 
@@ -131,10 +161,80 @@ class OpenedImage:
                 width, height = self._img.size  # as stored (before orientation)
                 self._img.draft(None, (width // scale, height // scale))
             self._img.load()
-            img: Image.Image = ImageOps.exif_transpose(self._img) or self._img
+            # The orientation read with the header, so that the pixels match ``size``.
+            fix = _ORIENTATION_FIX.get(self._orientation)
+            img = self._img.transpose(fix) if fix is not None else self._img
             if img.mode != "RGB":
                 img = _to_rgb(img)
         return img
+
+    def decoded_pixels(self, min_short_side: float = 0) -> int:
+        """Pixels the decoder holds at once for :meth:`decode` at ``min_short_side``: the
+        DCT-scaled size of a baseline JPEG, the full size of anything else (a progressive
+        JPEG keeps the whole image's coefficients until its last scan)."""
+        width, height = self.size
+        scale = 1 if self._img.info.get("progressive") else self.reduction_for(min_short_side)
+        return math.ceil(width / scale) * math.ceil(height / scale)
+
+    def decode_bounded(
+        self, max_side: int, min_short_side: float = 0, max_decoded_pixels: int | None = None
+    ) -> Image.Image:
+        """Decode to RGB with EXIF orientation applied and the long side at most
+        ``max_side`` px, without ever holding a full-size RGB copy of a larger image.
+
+        An image within ``max_side`` is :meth:`decode` d (``min_short_side`` as there). A
+        larger JPEG is decoded at the smallest DCT scale that keeps ``min_short_side`` px
+        on the short side (0: as many as the result will have), then shrunk; any other
+        format is decoded in its own mode, reduced by an integer factor (converted to RGB
+        strip by strip where its mode needs it) and shrunk to ``max_side`` (bicubic).
+        :class:`ImageTooLarge` when the decode would hold more than ``max_decoded_pixels``
+        pixels (:meth:`decoded_pixels`). The image is consumed: decode it once.
+        """
+        if max_side < 1:
+            raise ValueError("max_side must be positive")
+        width, height = self.size
+        long_side = max(width, height)
+        # No decode needs a short side larger than the result will have.
+        room = min(width, height) * min(1.0, max_side / long_side)
+        keep = min(min_short_side, room) if min_short_side > 0 else room
+        if max_decoded_pixels is not None and self.decoded_pixels(keep) > max_decoded_pixels:
+            raise ImageTooLarge(
+                f"the image has {width * height} pixels; a query may decode at most "
+                f"{max_decoded_pixels}"
+            )
+        if long_side <= max_side:
+            return self.decode(min_short_side)
+        # A JPEG is DCT-scaled (a fraction of the full size); the rest decoded whole.
+        img = self.decode(keep) if self.format == "JPEG" else self._reduced(long_side // max_side)
+        if max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def _reduced(self, factor: int) -> Image.Image:
+        """The full-size decode reduced by ``factor`` (box filter), orientation applied,
+        as L or RGB. Of the full size only the decoded image in its own mode is held."""
+        with _decoding_errors():
+            self._img.load()
+            src = self._img
+            if src.mode in _REDUCIBLE_MODES:
+                small = src.reduce(factor) if factor > 1 else src
+            else:
+                # Converting first would make a full-size RGB copy: convert a strip at a
+                # time, each a multiple of ``factor`` rows so the reduction's blocks never
+                # straddle two strips (the result equals reducing the whole image).
+                width, height = src.size
+                rows = max(1, _STRIP_BYTES // (4 * width) // factor) * factor
+                small = Image.new(
+                    "L" if src.mode in ("1", "L") else "RGB",
+                    (-(-width // factor), -(-height // factor)),  # as reduce() rounds
+                )
+                for top in range(0, height, rows):
+                    strip = _flat(src.crop((0, top, width, min(height, top + rows))))
+                    small.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+            if small is not src:
+                src.close()  # the full-size pixels go now, not when the caller lets go
+            fix = _ORIENTATION_FIX.get(self._orientation)
+            return small.transpose(fix) if fix is not None else small
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> OpenedImage:
@@ -163,6 +263,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def _flat(img: Image.Image) -> Image.Image:
+    """``img`` as L (1-bit, grey: a quarter of RGB's memory) or as RGB on white."""
+    if img.mode in ("1", "L"):
+        return img.convert("L")
+    return _to_rgb(img)
 
 
 def resize_shortest(img: Image.Image, size: int) -> Image.Image:

@@ -57,6 +57,15 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     default_match_mode: Literal["auto", "region", "contains"] = "region"
     #: Threads for decoding queries, text removal and other CPU work.
     cpu_threads: int = Field(default=2, ge=1, le=64)
+    #: Image queries are shrunk to this long side before anything else looks at them
+    #: (text removal, enhancement, query windows, re-scoring; the model sees 224 px).
+    #: Larger: finer query windows and located boxes on huge queries; more CPU and memory.
+    max_query_side: int = Field(default=2048, ge=256, le=16384)
+    #: Most pixels decoding one query may hold at full size (over it: 413). A JPEG counts
+    #: at its reduced DCT scale (progressive ones at full size); other formats can only
+    #: be decoded whole, at up to 4 bytes a pixel, before they are shrunk. Lower than
+    #: MAX_IMAGE_PIXELS: a query needs at most MAX_QUERY_SIDE px, and anyone can send one.
+    max_query_pixels: int = Field(default=40_000_000, ge=1)
 
     @field_validator("rescore_fractions", "query_window_scales", mode="before")
     @classmethod

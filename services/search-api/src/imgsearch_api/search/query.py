@@ -23,7 +23,7 @@ from .locate import rectangle_proposals
 from .timings import Timings
 from .tuning import MATCH_MODES, SearchTuning
 
-#: Queries are shrunk to this long side before text removal.
+#: Queries are shrunk to this long side before text removal (``MAX_QUERY_SIDE`` applies first).
 TEXT_REMOVAL_MAX_SIDE = 1024
 
 
@@ -110,6 +110,9 @@ class QueryPreparer:
     remove_text: Callable[[Image.Image], Image.Image]
     query_window_scales: tuple[float, ...]
     query_window_max: int
+    #: ``MAX_QUERY_SIDE`` and ``MAX_QUERY_PIXELS`` (see ``ApiSettings``).
+    max_side: int = 2048
+    max_decoded_pixels: int | None = None
 
     def prepare(
         self,
@@ -121,16 +124,22 @@ class QueryPreparer:
     ) -> PreparedQuery:
         with timings.stage("decode"):
             opened = open_image(data, max_pixels=self.max_pixels)
-            if query_windows or request.remove_text or request.enhance:
-                # These work on the query's own pixels and report boxes in them: full size.
-                img = opened.decode()
-            else:
-                # The model sees the query through one view of ``image_size`` px, re-scoring
-                # through a small working copy: a JPEG decoded at the smallest DCT scale
-                # that keeps ``image_size`` px on the short side serves both (a 1280 x 800
-                # query decodes at 640 x 400, 2.5 x cheaper to decode and shrink; the
-                # workers decode the indexed pictures the same way).
-                img = opened.decode(min_short_side=image_size)
+            # Whatever the query's size, what is worked on has at most ``max_side`` px on
+            # its long side, and a larger query never exists as a full-size RGB copy
+            # (a 10 KB 1-bit PNG of 10000 x 8000 px would be 320 MB of RGB).
+            # Query windows, text removal and enhancement work on the query's own pixels
+            # (boxes are reported in them, ``PreparedQuery.to_original``): as many as the
+            # bound keeps. Otherwise the model sees the query through one view of
+            # ``image_size`` px, re-scoring through a small working copy: a JPEG decoded
+            # at the smallest DCT scale that keeps ``image_size`` px on the short side
+            # serves both (a 1280 x 800 query decodes at 640 x 400, 2.5 x cheaper to
+            # decode and shrink; the workers decode the indexed pictures the same way).
+            full = query_windows or request.remove_text or request.enhance
+            img = opened.decode_bounded(
+                self.max_side,
+                min_short_side=0 if full else image_size,
+                max_decoded_pixels=self.max_decoded_pixels,
+            )
         if request.remove_text:
             with timings.stage("remove_text"):
                 # The model sees 224 px; detecting and inpainting 12 MP is wasted work.

@@ -47,7 +47,12 @@ class SearchService:
         self.pool = pool
         self.tuning = tuning
         self._preparer = QueryPreparer(
-            max_pixels, remove_text, tuning.query_window_scales, tuning.query_window_max
+            max_pixels,
+            remove_text,
+            tuning.query_window_scales,
+            tuning.query_window_max,
+            max_side=tuning.max_query_side,
+            max_decoded_pixels=tuning.max_query_pixels,
         )
         self._candidates = CandidateSearch(store, tuning)
         self._rescorer = Rescorer(encoder, pool, max_pixels, tuning.rescore_fractions, files=files)

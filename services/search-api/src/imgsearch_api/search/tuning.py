@@ -35,6 +35,10 @@ class SearchTuning:
     default_min_score: float | None = None
     #: Mode of image requests that name none.
     default_match_mode: MatchMode = "region"
+    #: Image queries are shrunk to this long side before anything else (``MAX_QUERY_SIDE``).
+    max_query_side: int = 2048
+    #: Most pixels one query's decoding may hold (``MAX_QUERY_PIXELS``).
+    max_query_pixels: int = 40_000_000
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> SearchTuning:
@@ -47,4 +51,6 @@ class SearchTuning:
             query_window_max=settings.query_window_max,
             default_min_score=settings.default_min_score,
             default_match_mode=settings.default_match_mode,
+            max_query_side=settings.max_query_side,
+            max_query_pixels=settings.max_query_pixels,
         )
