@@ -563,6 +563,8 @@ def search_latency(
     saturation_s: float,
 ) -> dict[str, Any]:
     """Latency of each kind of query, one at a time, then requests/s at saturation."""
+    # The saturating clients share one address: let all of them in at once.
+    env = {"SEARCH_PER_CLIENT": str(saturation_clients), **env}
     config = StackConfig.on_free_ports(data_dir, workers=0, extra_env=env)
     out: dict[str, Any] = {"query_image_bytes": len(query_image)}
     with LocalStack(config) as stack, httpx.Client(base_url=stack.api_url, timeout=60) as client:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
@@ -26,6 +25,13 @@ from imgsearch_common.errors import install_error_handlers, install_unavailable_
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore import open_vector_store
 
+from .admission import (
+    AdmissionLimits,
+    BoundedExecutor,
+    ClientAdmission,
+    cpu_queue_bound,
+    global_gate,
+)
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
@@ -52,6 +58,7 @@ def create_app(
     ``encoder_transport`` the network to the encoder (tests run the real encoder app in
     process behind an ``httpx.ASGITransport``)."""
     settings = settings or ApiSettings()
+    limits = AdmissionLimits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +86,10 @@ def create_app(
                 resolver=url_resolver,
             )
             stack.push_async_callback(fetcher.aclose)
-            pool = ThreadPoolExecutor(settings.cpu_threads, thread_name_prefix="api-cpu")
+            # Refuses (503) rather than queueing without bound (admission.py).
+            pool = BoundedExecutor(
+                settings.cpu_threads, cpu_queue_bound(settings), thread_name_prefix="api-cpu"
+            )
             stack.callback(pool.shutdown, wait=False, cancel_futures=True)
             text_remover = TextRemover()
             await asyncio.to_thread(text_remover.load)  # fail at start-up, not on a request
@@ -99,6 +109,7 @@ def create_app(
                     tuning=SearchTuning.from_settings(settings),
                     max_pixels=settings.max_image_pixels,
                     remove_text=text_remover.remove,
+                    admission=global_gate(limits),
                     files=IndexedFiles.of(settings.index_roots, settings.uploads_path()),
                 ),
                 indexing=IndexingService(
@@ -150,4 +161,6 @@ def create_app(
 
     # Outermost: refuse oversized bodies before anything parses them.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # Before that, the limit per client: a refused search (429) is dropped unparsed.
+    app.add_middleware(ClientAdmission, limits=limits, drain_bytes=settings.max_upload_bytes)
     return app

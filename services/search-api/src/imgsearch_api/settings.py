@@ -66,6 +66,23 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     #: be decoded whole, at up to 4 bytes a pixel, before they are shrunk. Lower than
     #: MAX_IMAGE_PIXELS: a query needs at most MAX_QUERY_SIDE px, and anyone can send one.
     max_query_pixels: int = Field(default=40_000_000, ge=1)
+    #: Admission (admission.py). Searches doing their work at once (by image, URL or
+    #: text; unset: 2 x CPU_THREADS), and how many more may wait (unset: as many); beyond,
+    #: 503 + Retry-After. Larger: more throughput under load, more memory and latency.
+    search_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    search_queue: int | None = Field(default=None, ge=0, le=10_000)
+    #: Searches one client address may have in progress (and as many again waiting);
+    #: beyond, 429 + Retry-After. The address is the connection's, or what uvicorn takes
+    #: from X-Forwarded-For for peers in its FORWARDED_ALLOW_IPS (default: loopback).
+    search_per_client: int = Field(default=2, ge=1, le=1024)
+    #: Longest a search waits in either line before it is refused (seconds).
+    search_queue_wait_s: float = Field(default=5.0, ge=0.0, le=300.0)
+
+    @field_validator("search_concurrency", "search_queue", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # SEARCH_CONCURRENCY= in an .env file means "use the default", not an error.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("rescore_fractions", "query_window_scales", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import replace
 
 from PIL import Image
@@ -20,6 +21,7 @@ from imgsearch_common.ids import validate_collection
 from imgsearch_common.schemas import SearchResponse
 from imgsearch_common.vectorstore.base import VectorStore
 
+from ..admission import Gate
 from ..files import IndexedFiles
 from .aggregation import RankedImage, apply_rescores
 from .candidates import Candidates, CandidateSearch, QueryVectors
@@ -40,10 +42,13 @@ class SearchService:
         tuning: SearchTuning,
         max_pixels: int,
         remove_text: Callable[[Image.Image], Image.Image],
+        admission: Gate | None = None,
         files: IndexedFiles,
     ) -> None:
-        """``files``: the only files re-scoring reads (``imgsearch_api.files``)."""
+        """``admission``: the global limit every search passes (``admission.py``); None:
+        no limit. ``files``: the only files re-scoring reads (``imgsearch_api.files``)."""
         self.encoder = encoder
+        self.admission = admission
         self.pool = pool
         self.tuning = tuning
         self._preparer = QueryPreparer(
@@ -58,6 +63,17 @@ class SearchService:
         self._rescorer = Rescorer(encoder, pool, max_pixels, tuning.rescore_fractions, files=files)
 
     async def by_image(self, data: bytes, request: ImageSearch) -> SearchResponse:
+        async with self._admitted():
+            return await self._by_image(data, request)
+
+    async def by_text(self, text: str, scope: SearchScope) -> SearchResponse:
+        async with self._admitted():
+            return await self._by_text(text, scope)
+
+    def _admitted(self) -> AbstractAsyncContextManager[None]:
+        return self.admission.slot() if self.admission is not None else nullcontext()
+
+    async def _by_image(self, data: bytes, request: ImageSearch) -> SearchResponse:
         timings = Timings()
         scope = request.scope
         validate_collection(scope.collection)
@@ -80,7 +96,7 @@ class SearchService:
             scope, QueryVectors(vectors[0], vectors[1:]), timings, query, info.image_size
         )
 
-    async def by_text(self, text: str, scope: SearchScope) -> SearchResponse:
+    async def _by_text(self, text: str, scope: SearchScope) -> SearchResponse:
         timings = Timings()
         validate_collection(scope.collection)
         with timings.stage("encode"):
