@@ -14,6 +14,10 @@ another round, a bounded number of times, then gives up with :class:`Overloaded`
 When no replica can be reached it raises :class:`UpstreamUnavailable` (the indexer
 then schedules a retry). A 4xx other than 429 is our request's fault: no failover.
 
+``priority="query"`` marks every request ``X-Priority: query``: the encoder batches them
+before indexing work, in a lane with its own queue bound (the search API's client);
+the default, ``bulk``, is the indexing workers'.
+
 Every replica must serve the same model (``CLIP_MODEL``, ``CLIP_PRETRAINED``); vectors
 of different models are not comparable.
 """
@@ -25,7 +29,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Statuses that mean "this replica's queue is full, try later or elsewhere".
 _BUSY = (429, 503)
+
+#: The encoder's lanes (``X-Priority``): searches waiting on an answer, or indexing.
+Priority = Literal["query", "bulk"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,12 @@ class EncoderClient:
         timeout_s: float = 120.0,
         max_overload_retries: int = 20,
         down_for_s: float = 5.0,
+        priority: Priority = "bulk",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if priority not in ("query", "bulk"):
+            raise ValueError(f"priority must be query or bulk, not {priority!r}")
+        self.priority = priority
         self._replicas = [
             _Replica(url, internal_client(url, token, timeout_s=timeout_s, transport=transport))
             for url in split_urls(base_url)
@@ -141,7 +152,11 @@ class EncoderClient:
             "POST",
             "/v1/embed/pixels",
             content=np.ascontiguousarray(pixels).tobytes(),
-            headers={"Content-Type": "application/octet-stream", "X-Crop-Count": str(n)},
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Crop-Count": str(n),
+                "X-Priority": self.priority,
+            },
         )
         dim = int(response.headers.get("X-Embedding-Dim", "0"))
         vectors = np.frombuffer(response.content, dtype="<f4")
@@ -150,7 +165,9 @@ class EncoderClient:
         return vectors.reshape(n, dim)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
-        response = await self._request("POST", "/v1/embed/texts", json={"texts": texts})
+        response = await self._request(
+            "POST", "/v1/embed/texts", json={"texts": texts}, headers={"X-Priority": self.priority}
+        )
         return np.asarray(response.json()["embeddings"], dtype=np.float32)
 
     # --- routing --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from imgsearch_common.errors import (
     install_error_handlers,
 )
 
-from .batcher import DynamicBatcher
+from .batcher import DEFAULT_LANE, LANES, DynamicBatcher
 from .metrics import EncoderMetrics
 from .model import ClipEncoder, load_encoder
 from .settings import EncoderSettings
@@ -63,6 +63,17 @@ def _bearer_check(settings: EncoderSettings) -> Callable[[Request], Awaitable[No
         check_secret(presented, settings.internal_token_value())
 
     return require_internal_token
+
+
+def _priority(request: Request) -> str:
+    """The lane of the request: ``X-Priority: query`` (searches) or ``bulk`` (the default)."""
+    raw = request.headers.get("x-priority")
+    if raw is None or not raw.strip():
+        return DEFAULT_LANE
+    lane = raw.strip().lower()
+    if lane not in LANES:
+        raise BadRequest("X-Priority must be query or bulk")
+    return lane
 
 
 def _parse_crop_count(request: Request, limit: int) -> int:
@@ -131,6 +142,8 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
                 max_batch_size=settings.batch_size_for(encoder.device.type),
                 batch_wait_ms=settings.batch_wait_ms,
                 max_queue_items=settings.max_queue_items,
+                max_query_queue_items=settings.query_queue_items,
+                query_batches_per_bulk=settings.query_batches_per_bulk,
                 metrics=metrics,
             )
             await batcher.start()
@@ -163,13 +176,14 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     async def embed_pixels(request: Request) -> Response:
         """Raw uint8 crops (N × S × S × 3) → raw little-endian float32 (N × D)."""
         encoder, batcher = _running(request)
+        priority = _priority(request)
         count = _parse_crop_count(request, settings.max_request_crops)
         size = encoder.image_size
         body = await _read_exact(
             request, count * size * size * 3, f"{count} crops of {size}x{size}x3 uint8"
         )
         pixels = np.frombuffer(body, dtype=np.uint8).reshape(count, size, size, 3)
-        vectors = await batcher.encode_pixels(pixels)
+        vectors = await batcher.encode_pixels(pixels, priority)
         return Response(
             content=vectors.astype("<f4", copy=False).tobytes(),
             media_type=_OCTET_STREAM,
@@ -183,6 +197,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     async def embed_texts(request: Request) -> JSONResponse:
         """``{"texts": [...]}`` → ``{"embeddings": [[...], ...], "dim": D}``."""
         _, batcher = _running(request)
+        priority = _priority(request)
         # Parsed here rather than by FastAPI, which would read and parse any body
         # (of any size) before the token is checked.
         raw = await _read_limited(request, max_texts_body)
@@ -202,7 +217,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
                 raise PayloadTooLarge(
                     f"texts[{i}] has {len(text)} characters; the limit is {settings.max_text_chars}"
                 )
-        vectors = await batcher.encode_texts(texts)
+        vectors = await batcher.encode_texts(texts, priority)
         return JSONResponse({"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])})
 
     @app.get("/health")

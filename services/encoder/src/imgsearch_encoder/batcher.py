@@ -6,9 +6,16 @@ How an item travels:
    The request is *admitted* only if the items already admitted and not yet encoded
    plus its own stay within ``max_queue_items``; otherwise :class:`Overloaded`
    (HTTP 429 + Retry-After) is raised at once. Nothing queues without bound.
-2. The request waits in a FIFO of its kind (image crops and texts go through
+2. The request waits in a FIFO of its lane and kind (image crops and texts go through
    different towers, so a batch holds one kind) and the handler awaits its future.
-3. The collector task, on the event loop, forms the next batch: up to
+   There are two lanes: ``query`` (searches, waiting on an answer) and ``bulk``
+   (indexing, the default). Each has its own admission bound (``max_queue_items`` for
+   bulk, ``max_query_queue_items`` for queries), so a full indexing backlog never
+   refuses a search.
+3. The collector task, on the event loop, forms the next batch: from the query lane
+   when it has items, except that after ``query_batches_per_bulk`` query batches in a
+   row while bulk items waited the bulk lane gets one (bulk work slows under a stream
+   of searches, but never stops); up to
    ``max_batch_size`` items, taken from as many requests as fit (a request larger
    than a batch is split over several), once the batch is full or ``batch_wait_ms``
    has passed since its oldest item arrived. While the model thread is busy the next
@@ -50,6 +57,10 @@ log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 60
 
+#: The lanes, in the order they are served: searches first, indexing second.
+LANES = ("query", "bulk")
+DEFAULT_LANE = "bulk"
+
 
 class Encoder(Protocol):
     """What the batcher needs of a model: two blocking, batched encode calls."""
@@ -64,6 +75,8 @@ class BatcherStats:
     """Counts since start, for tests and logs (the same facts are in the metrics)."""
 
     batches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    #: Batches per lane (``query``, ``bulk``), both kinds together.
+    lane_batches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LANES, 0))
     items: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     largest_batch: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     rejected_requests: int = 0
@@ -72,6 +85,7 @@ class BatcherStats:
 
 @dataclass(eq=False)
 class _Request:
+    lane: str
     kind: str
     items: Any  # (N, S, S, 3) uint8 array for images, list[str] for texts
     size: int
@@ -85,6 +99,7 @@ class _Request:
 
 @dataclass
 class _Batch:
+    lane: str
     kind: str
     parts: list[tuple[_Request, int, int]]  # (request, start, stop) in request item indices
     size: int
@@ -98,20 +113,39 @@ class DynamicBatcher:
         max_batch_size: int,
         batch_wait_ms: float,
         max_queue_items: int,
+        max_query_queue_items: int | None = None,
+        query_batches_per_bulk: int = 4,
         metrics: EncoderMetrics | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_queue_items < 1 or batch_wait_ms < 0:
-            raise ValueError("batch size and queue size must be positive, the wait not negative")
+        """``max_queue_items`` bounds the bulk lane, ``max_query_queue_items`` the query
+        lane (None: the same); ``query_batches_per_bulk``: query batches in a row before
+        waiting bulk items get one."""
+        query_queue = max_queue_items if max_query_queue_items is None else max_query_queue_items
+        if (
+            max_batch_size < 1
+            or min(max_queue_items, query_queue) < 1
+            or batch_wait_ms < 0
+            or query_batches_per_bulk < 1
+        ):
+            raise ValueError(
+                "batch size, queue sizes and query batches per bulk batch must be positive, "
+                "the wait not negative"
+            )
         self._encoder = encoder
         self._max_batch = max_batch_size
         self._wait_s = batch_wait_ms / 1000.0
-        self._max_queue = max_queue_items
+        self._max_queue = {"query": query_queue, "bulk": max_queue_items}
+        self._query_run_max = query_batches_per_bulk
         self._metrics = metrics if metrics is not None else EncoderMetrics()
         self.stats = BatcherStats()
 
-        self._queues: dict[str, deque[_Request]] = {kind: deque() for kind in KINDS}
-        self._waiting: dict[str, int] = dict.fromkeys(KINDS, 0)  # not yet in a batch
-        self._admitted = 0  # waiting + in the running batch
+        # One FIFO per (lane, kind).
+        self._queues: dict[tuple[str, str], deque[_Request]] = {
+            (lane, kind): deque() for lane in LANES for kind in KINDS
+        }
+        self._waiting = dict.fromkeys(self._queues, 0)  # items not yet in a batch
+        self._admitted = dict.fromkeys(LANES, 0)  # waiting + in the running batch, per lane
+        self._query_run = 0  # query batches since the last bulk one, taken while bulk waited
         self._busy = False
         self._closing = False
         self._seconds_per_item = 0.0  # moving average, for Retry-After
@@ -144,54 +178,59 @@ class DynamicBatcher:
 
     @property
     def queue_items(self) -> int:
-        """Items admitted and not yet encoded (what ``max_queue_items`` bounds)."""
-        return self._admitted
+        """Items admitted and not yet encoded, both lanes."""
+        return sum(self._admitted.values())
 
     # --- the request side ------------------------------------------------------------
 
-    async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """``(N, S, S, 3)`` uint8 crops → ``(N, D)`` float32, in the same order."""
-        return await self._submit("image", pixels, len(pixels))
+    async def encode_pixels(self, pixels: np.ndarray, priority: str = DEFAULT_LANE) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 crops → ``(N, D)`` float32, in the same order;
+        ``priority``: the lane, ``query`` or ``bulk``."""
+        return await self._submit(priority, "image", pixels, len(pixels))
 
-    async def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode_texts(self, texts: Sequence[str], priority: str = DEFAULT_LANE) -> np.ndarray:
         """``N`` texts → ``(N, D)`` float32, in the same order."""
-        return await self._submit("text", list(texts), len(texts))
+        return await self._submit(priority, "text", list(texts), len(texts))
 
-    async def _submit(self, kind: str, items: Any, size: int) -> np.ndarray:
+    async def _submit(self, lane: str, kind: str, items: Any, size: int) -> np.ndarray:
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}")
         if size == 0:
             raise EmptyInput("nothing to encode")
         if self._task is None or self._wakeup is None or self._closing:
             raise UpstreamUnavailable("the encoder is not running", retry_after=5)
-        if size > self._max_queue:
-            raise PayloadTooLarge(
-                f"{size} items in one request; at most {self._max_queue} can be queued"
-            )
-        if self._admitted + size > self._max_queue:
+        bound = self._max_queue[lane]
+        if size > bound:
+            raise PayloadTooLarge(f"{size} items in one request; at most {bound} can be queued")
+        admitted = self._admitted[lane]
+        if admitted + size > bound:
             self.stats.rejected_requests += 1
             self._metrics.rejected_requests.labels(kind=kind).inc()
             raise Overloaded(
-                f"the encoder queue is full ({self._admitted} of {self._max_queue} items "
+                f"the encoder queue is full ({admitted} of {bound} {lane} items "
                 "waiting); retry later",
-                retry_after=self._retry_after(),
+                retry_after=self._retry_after(lane),
             )
         loop = asyncio.get_running_loop()
-        request = _Request(kind, items, size, loop.create_future(), loop.time())
-        self._queues[kind].append(request)
-        self._waiting[kind] += size
-        self._change_admitted(size)
+        request = _Request(lane, kind, items, size, loop.create_future(), loop.time())
+        self._queues[lane, kind].append(request)
+        self._waiting[lane, kind] += size
+        self._change_admitted(lane, size)
         self._wakeup.set()
         # If the caller goes away, awaiting cancels the future; the collector then drops
         # the request's remaining items instead of encoding them.
         return await request.future
 
-    def _retry_after(self) -> int:
-        """Seconds until the queue has drained, by the recent forward speed."""
-        estimate = math.ceil(self._admitted * self._seconds_per_item)
+    def _retry_after(self, lane: str) -> int:
+        """Seconds until the lane's queue has drained, by the recent forward speed (a
+        bulk item also waits for the queries ahead of it)."""
+        items = self._admitted[lane] + (self._admitted["query"] if lane == "bulk" else 0)
+        estimate = math.ceil(items * self._seconds_per_item)
         return max(1, min(_MAX_RETRY_AFTER_S, estimate))
 
-    def _change_admitted(self, delta: int) -> None:
-        self._admitted += delta
-        self._metrics.queue_items.set(self._admitted)
+    def _change_admitted(self, lane: str, delta: int) -> None:
+        self._admitted[lane] += delta
+        self._metrics.queue_items.set(self.queue_items)
 
     # --- the collector (event loop) ------------------------------------------------------
 
@@ -221,19 +260,20 @@ class DynamicBatcher:
     async def _next_batch(self) -> _Batch | None:
         loop = asyncio.get_running_loop()
         while not self._closing:
-            kind = self._oldest_kind()
-            if kind is None:
+            queue = self._next_queue()
+            if queue is None:
                 await self._sleep(None)
                 continue
             if self._busy:
                 # Whatever arrives while the model works joins the next batch for free.
                 await self._sleep(None)
                 continue
-            deadline = self._queues[kind][0].enqueued_at + self._wait_s
+            deadline = self._queues[queue][0].enqueued_at + self._wait_s
             now = loop.time()
-            if self._waiting[kind] >= self._max_batch or now >= deadline:
-                batch = self._take(kind)
+            if self._waiting[queue] >= self._max_batch or now >= deadline:
+                batch = self._take(queue)
                 if batch.parts:
+                    self._count_turn(batch.lane)
                     return batch
                 continue  # every request in it had been abandoned by its caller
             await self._sleep(deadline - now)
@@ -250,12 +290,32 @@ class DynamicBatcher:
         except TimeoutError:
             pass
 
-    def _oldest_kind(self) -> str | None:
-        heads = [(queue[0].enqueued_at, kind) for kind, queue in self._queues.items() if queue]
+    def _next_queue(self) -> tuple[str, str] | None:
+        """The (lane, kind) the next batch comes from: the query lane's oldest kind,
+        unless bulk items have waited through ``query_batches_per_bulk`` query batches
+        in a row; then (or with no query waiting) the bulk lane's oldest kind."""
+        query, bulk = self._oldest("query"), self._oldest("bulk")
+        if query is not None and (bulk is None or self._query_run < self._query_run_max):
+            return query
+        return bulk
+
+    def _oldest(self, lane: str) -> tuple[str, str] | None:
+        heads = [
+            (queue[0].enqueued_at, key)
+            for key, queue in self._queues.items()
+            if key[0] == lane and queue
+        ]
         return min(heads)[1] if heads else None
 
-    def _take(self, kind: str) -> _Batch:
-        queue = self._queues[kind]
+    def _count_turn(self, lane: str) -> None:
+        if lane == "bulk":
+            self._query_run = 0
+        elif self._oldest("bulk") is not None:
+            self._query_run += 1
+
+    def _take(self, key: tuple[str, str]) -> _Batch:
+        lane, kind = key
+        queue = self._queues[key]
         parts: list[tuple[_Request, int, int]] = []
         size = 0
         while queue and size < self._max_batch:
@@ -263,29 +323,29 @@ class DynamicBatcher:
             untaken = request.size - request.next_item
             if request.future.done():  # cancelled: its caller is gone
                 queue.popleft()
-                self._waiting[kind] -= untaken
-                self._change_admitted(-untaken)
+                self._waiting[key] -= untaken
+                self._change_admitted(lane, -untaken)
                 continue
             count = min(untaken, self._max_batch - size)
             start = request.next_item
             parts.append((request, start, start + count))
             request.next_item += count
             size += count
-            self._waiting[kind] -= count
+            self._waiting[key] -= count
             if request.next_item == request.size:
                 queue.popleft()
-        return _Batch(kind, parts, size)
+        return _Batch(lane, kind, parts, size)
 
     def _fail_waiting(self) -> None:
-        for kind, queue in self._queues.items():
+        for key, queue in self._queues.items():
             while queue:
                 request = queue.popleft()
-                self._change_admitted(-(request.size - request.next_item))
+                self._change_admitted(key[0], -(request.size - request.next_item))
                 if not request.future.done():
                     request.future.set_exception(
                         UpstreamUnavailable("the encoder is shutting down", retry_after=5)
                     )
-            self._waiting[kind] = 0
+            self._waiting[key] = 0
 
     # --- the forward pass ------------------------------------------------------------
 
@@ -307,7 +367,7 @@ class DynamicBatcher:
             for request in self._distribute(batch, out):
                 self._record_request(request, loop.time())
         finally:
-            self._change_admitted(-batch.size)
+            self._change_admitted(batch.lane, -batch.size)
             self._busy = False
             assert self._wakeup is not None
             self._wakeup.set()
@@ -330,6 +390,7 @@ class DynamicBatcher:
     def _record(self, batch: _Batch, seconds: float) -> None:
         kind, size = batch.kind, batch.size
         self.stats.batches[kind] += 1
+        self.stats.lane_batches[batch.lane] += 1
         self.stats.items[kind] += size
         self.stats.largest_batch[kind] = max(self.stats.largest_batch[kind], size)
         self._metrics.batch_size.labels(kind=kind).observe(size)

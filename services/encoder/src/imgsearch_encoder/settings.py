@@ -45,6 +45,14 @@ class EncoderSettings(CommonSettings):
     #: is refused with 429 + Retry-After. Larger: absorbs bursts, but requests may wait
     #: longer than the callers' timeout; smaller: callers back off sooner.
     max_queue_items: int = Field(default=1024, ge=1)
+    #: The same bound for requests marked ``X-Priority: query`` (searches), which have a
+    #: lane of their own: a full indexing backlog never refuses a search. Unset: the
+    #: largest request, or a quarter of MAX_QUEUE_ITEMS if that is more.
+    max_query_queue_items: int | None = Field(default=None, ge=1)
+    #: Query batches are formed before bulk (indexing) ones; after this many in a row
+    #: while bulk items wait, one bulk batch goes. Larger: searches wait less under a
+    #: stream of searches; smaller: indexing slows less.
+    query_batches_per_bulk: int = Field(default=4, ge=1, le=1000)
     #: Most crops in one ``/v1/embed/pixels`` request (bigger requests: 413).
     max_request_crops: int = Field(default=256, ge=1)
     #: Most texts in one ``/v1/embed/texts`` request, and longest text (characters).
@@ -53,7 +61,7 @@ class EncoderSettings(CommonSettings):
     #: torch intra-op threads; unset: torch's default (one per core).
     torch_threads: int | None = Field(default=None, ge=1)
 
-    @field_validator("max_batch_size", "torch_threads", mode="before")
+    @field_validator("max_batch_size", "torch_threads", "max_query_queue_items", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # MAX_BATCH_SIZE= in an .env file means "use the default", not an error.
@@ -72,12 +80,24 @@ class EncoderSettings(CommonSettings):
         # A request larger than the whole queue could never be admitted: every retry of it
         # would get 429 again. Refuse the configuration instead.
         biggest = max(self.max_request_crops, self.max_request_texts)
-        if biggest > self.max_queue_items:
-            raise ValueError(
-                f"MAX_QUEUE_ITEMS ({self.max_queue_items}) must be at least MAX_REQUEST_CROPS "
-                f"({self.max_request_crops}) and MAX_REQUEST_TEXTS ({self.max_request_texts})"
-            )
+        for name, bound in (
+            ("MAX_QUEUE_ITEMS", self.max_queue_items),
+            ("MAX_QUERY_QUEUE_ITEMS", self.query_queue_items),
+        ):
+            if biggest > bound:
+                raise ValueError(
+                    f"{name} ({bound}) must be at least MAX_REQUEST_CROPS "
+                    f"({self.max_request_crops}) and MAX_REQUEST_TEXTS ({self.max_request_texts})"
+                )
         return self
+
+    @property
+    def query_queue_items(self) -> int:
+        """``max_query_queue_items``, or its default."""
+        if self.max_query_queue_items is not None:
+            return self.max_query_queue_items
+        biggest = max(self.max_request_crops, self.max_request_texts)
+        return max(biggest, self.max_queue_items // 4)
 
     def batch_size_for(self, device_type: str) -> int:
         """``max_batch_size``, or the default for the device type (``cpu``, ``cuda``)."""

@@ -75,6 +75,8 @@ def create_app(
                 settings.encoder_url,
                 settings.internal_token_value(),
                 timeout_s=settings.encoder_timeout_s,
+                # Searches go before indexing work in the encoder's batcher.
+                priority="query",
                 transport=encoder_transport,
             )
             stack.push_async_callback(encoder.aclose)
