@@ -31,7 +31,9 @@ runs a short version of it. It:
 It prints a table and writes ``OUT/chaos-<time>.json``; the exit status is 0 only when
 every invariant holds. The encoder runs ``--model`` (default ViT-S-32, random weights:
 the campaign is about delivery, not quality, and the smaller model lets a thousand images
-index in minutes on two cores) with ``MAX_WINDOWS=--max-windows`` (default 2).
+index in minutes on two cores) with ``MAX_WINDOWS=--max-windows`` (default 2), and the
+Edge shards optimize every 250 new points (``EDGE_OPTIMIZE_THRESHOLD``), so that API kills
+may land in an optimize (the report counts those that did).
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ STACK_ENV = {
     "RETRY_MAX_S": "5",
     "BREAKER_PROBE_MAX_S": "2",
     "REDIS_RETRY_MAX_S": "2",
+    # Background optimizes of the Edge shards (an out-of-process HNSW build, then a swap)
+    # every 250 new points instead of 20 000: they happen during the campaign, and an API
+    # kill may land in one (recorded per kill).
+    "EDGE_OPTIMIZE_THRESHOLD": "250",
 }
 #: A restarted child must answer within this long, or the run fails (s).
 RECOVERY_S = 180.0
@@ -91,6 +97,8 @@ class Kill:
     at: float  # on the searchers' clock
     handled: int  # jobs handled when it fired
     back_at: float | None = None  # when it answered again (encoder, API, Redis)
+    #: An API kill: whether a shard's optimize was under way (its copy existed).
+    during_optimize: bool | None = None
 
     @property
     def outage_s(self) -> float | None:
@@ -266,6 +274,7 @@ class Campaign:
             "outages_s": {
                 k: [x.outage_s for x in self.run.kills if x.kind == k] for k in KINDS[1:]
             },
+            "api_kills_during_optimize": sum(1 for k in self.run.kills if k.during_optimize),
             "kill_log": [dataclasses.asdict(k) for k in self.run.kills],
             "queued": self.run.queued,
             "queue_answers": dict(self.run.queue_answers),
@@ -370,7 +379,10 @@ class Campaign:
         if not until(lambda: proc.alive() and proc.ready(), RECOVERY_S):
             self.run.problems.append(f"{kind} was not up to be killed")
             return False
+        optimizing = any((self.work / "stack" / "index" / COLLECTION).glob(".*.optimizing"))
         kill = _sigkill(proc, kind, load.now(), handled)
+        if kind == "search-api":
+            kill.during_optimize = optimizing
         self.run.kills.append(kill)
         if not until(lambda: proc.pid != kill.pid and proc.alive() and proc.ready(), RECOVERY_S):
             self.run.problems.append(f"{kind} did not come back within {RECOVERY_S:.0f} s")
@@ -423,6 +435,7 @@ def table(report: dict[str, Any]) -> str:
         outages = r["outages_s"].get(kind)
         shown = ", ".join(f"{x:.1f}" if x is not None else "-" for x in outages) if outages else ""
         lines.append(f"{kind:<14}{r['kills'][kind]:>8}{restarts:>10}  {shown}")
+    lines.append(f"{'':<14}API kills during a shard optimize: {r['api_kills_during_optimize']}")
     rec = r["reconciliation"]
     q = r["queue"]
     d = r["dead_letters"]
