@@ -117,9 +117,10 @@ def run_mode(
 ) -> dict[str, Any]:
     spec = MODES[mode]
     data_dir = work / f"data-{mode}"
-    config = StackConfig.on_free_ports(
-        data_dir, workers=workers, extra_env={**BASE_ENV, **spec["env"], **extra_env}
-    )
+    # The photos' folder is the one the API may index (INDEX_ROOTS: none by default).
+    roots = {"INDEX_ROOTS": json.dumps([str(photos_dir.resolve())])}
+    env = {**BASE_ENV, **spec["env"], **extra_env, **roots}
+    config = StackConfig.on_free_ports(data_dir, workers=workers, extra_env=env)
     by_file = {fname: name for name, fname in files.items()}
     log.info("[%s] starting the stack", mode)
     t_start = time.perf_counter()

@@ -291,6 +291,8 @@ def indexing_stack(
     data_dir = work_dir / "stack"
     shutil.rmtree(data_dir, ignore_errors=True)
     base = free_port()
+    # The one folder the API may index (INDEX_ROOTS: none by default).
+    env = {**env, "INDEX_ROOTS": json.dumps([str(folder)])}
     config = StackConfig.on_free_ports(
         data_dir, workers=workers, worker_base_port=base, extra_env=env
     )

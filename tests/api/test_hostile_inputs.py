@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.support.images import png_bomb
-from tests.support.inprocess import InProcessStack
+from tests.support.inprocess import API_INTERNAL_URL, TOKEN, InProcessStack
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,23 @@ def test_index_folder_errors(client: httpx.Client, tmp_path: Path) -> None:
     _error(client.post("/api/index/folder", json={"path": str(tmp_path)}), 400)
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"path": "/"}, 403, "forbidden"),
+        ({"path": "~"}, 403, "forbidden"),
+        ({"path": "~nosuchuser/photos"}, 400, "bad_request"),
+        ({"path": "/tmp/\0"}, 400, "bad_request"),
+        ({"path": "/", "extensions": [".pem", ".env"]}, 422, "validation_error"),
+        ({"path": "/tmp", "extensions": [".key"]}, 422, "validation_error"),
+    ],
+)
+def test_index_folder_hostile_paths_and_extensions(
+    client: httpx.Client, body: dict[str, object], status: int, code: str
+) -> None:
+    _error(client.post("/api/index/folder", json=body), status, code)
+
+
 def test_upload_of_non_image_is_refused_before_queueing(client: httpx.Client) -> None:
     before = client.get("/api/status").json()["queue"]["pending"]
     r = client.post("/api/index/upload", files=[("files", ("a.jpg", b"nope"))])
@@ -136,11 +153,16 @@ def test_upload_of_non_image_is_refused_before_queueing(client: httpx.Client) ->
 
 def test_internal_endpoint_needs_the_token(client: httpx.Client) -> None:
     body = {"collection": "default", "full": [], "windows": []}
-    _error(client.post("/internal/v1/upsert", json=body), 401, "unauthorized")
-    r = client.post(
-        "/internal/v1/upsert", json=body, headers={"Authorization": "Bearer wrong-token"}
-    )
+    url = f"{API_INTERNAL_URL}/internal/v1/upsert"
+    _error(client.post(url, json=body), 401, "unauthorized")
+    r = client.post(url, json=body, headers={"Authorization": "Bearer wrong-token"})
     _error(r, 401, "unauthorized")
+
+
+def test_internal_endpoint_is_not_on_the_public_listener(client: httpx.Client) -> None:
+    body = {"collection": "default", "full": [], "windows": []}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    _error(client.post("/internal/v1/upsert", json=body, headers=auth), 404)
 
 
 def test_encoder_needs_the_token(inprocess: InProcessStack) -> None:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from imgsearch_devstack import free_port
-from tests.support.inprocess import TOKEN, InProcessStack, served
+from tests.support.inprocess import API_INTERNAL_URL, TOKEN, InProcessStack, served
 
 PHOTO_HOST = "photos.example"
 COLLECTION = "outage"
@@ -118,7 +118,7 @@ async def test_searches_and_image_serving_go_on(outage: Outage) -> None:
     }
     point = {"id": image_id, "vector": list(vector / np.linalg.norm(vector)), "payload": payload}
     r = await api.post(
-        "/internal/v1/upsert",
+        f"{API_INTERNAL_URL}/internal/v1/upsert",
         json={"collection": COLLECTION, "full": [point]},
         headers={"Authorization": f"Bearer {TOKEN}"},
     )

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from PIL import Image
 
 from imgsearch_api.settings import ApiSettings
+from tests.support.inprocess import API_INTERNAL_URL, InProcessStack, served
 from tests.support.inprocess import TOKEN as STACK_TOKEN
-from tests.support.inprocess import InProcessStack, served
 
 KEY = "test-api-key"
 TOKEN = "test-internal-token"
@@ -97,12 +97,14 @@ async def test_forged_paths_are_never_served(keyed: httpx.AsyncClient, tmp_path:
     }
     auth = {"Authorization": f"Bearer {TOKEN}"}
     r = await keyed.post(
-        "/internal/v1/upsert",
+        f"{API_INTERNAL_URL}/internal/v1/upsert",
         json={"collection": "forged", "full": [point], "windows": []},
         headers=auth,
     )
     assert r.status_code == 401  # the token is the stack's, not this one
-    r = await keyed.post("/internal/v1/upsert", json={"collection": "forged", "full": [point]})
+    r = await keyed.post(
+        f"{API_INTERNAL_URL}/internal/v1/upsert", json={"collection": "forged", "full": [point]}
+    )
     assert r.status_code == 401
 
 
@@ -128,7 +130,7 @@ async def test_image_outside_roots_is_404(inprocess: InProcessStack, tmp_path: P
                 "collection": "forged",
                 "full": [{"id": pid, "vector": vec, "payload": _payload(path)}],
             }
-            r = await client.post("/internal/v1/upsert", json=body, headers=auth)
+            r = await client.post(f"{API_INTERNAL_URL}/internal/v1/upsert", json=body, headers=auth)
             assert r.status_code == 200, r.text
         assert (await client.get(f"/api/image/{points[0][0]}?collection=forged")).status_code == 404
         assert (await client.get(f"/api/image/{points[1][0]}?collection=forged")).status_code == 404
@@ -144,7 +146,9 @@ async def test_internal_endpoints_closed_without_a_token(
     app = _create_app(inprocess, settings)
     async for client in _client(app):
         for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
-            r = await client.post("/internal/v1/upsert", json={"collection": "x"}, headers=headers)
+            r = await client.post(
+                f"{API_INTERNAL_URL}/internal/v1/upsert", json={"collection": "x"}, headers=headers
+            )
             assert r.status_code == 401
 
 

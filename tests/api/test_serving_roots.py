@@ -24,7 +24,7 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from imgsearch_common.jobs import ROOTS
-from tests.support.inprocess import TOKEN, InProcessStack, served
+from tests.support.inprocess import API_INTERNAL_URL, TOKEN, InProcessStack, served
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 COLLECTION = "roots"
@@ -71,7 +71,7 @@ def _point(
 
 async def _forge(client: httpx.AsyncClient, points: list[dict[str, object]]) -> None:
     body = {"collection": COLLECTION, "full": points, "windows": []}
-    r = await client.post("/internal/v1/upsert", json=body, headers=AUTH)
+    r = await client.post(f"{API_INTERNAL_URL}/internal/v1/upsert", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
 
 

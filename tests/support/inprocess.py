@@ -41,6 +41,12 @@ T = TypeVar("T")
 TOKEN = "in-process-internal-token"
 ENCODER_URL = "http://encoder"
 API_URL = "http://api"
+#: The search API's internal listener (``INTERNAL_PORT``), where the workers hand their
+#: vectors: ``httpx.ASGITransport`` gives the app the URL's port as the listener's
+#: (``scope["server"]``), so ``API_URL`` (port 80) is the public listener and this one the
+#: internal one.
+INTERNAL_PORT = 8002
+API_INTERNAL_URL = f"http://api:{INTERNAL_PORT}"
 #: Settings of the worker loops, as the process stack's (a stalled job is taken over
 #: after 3 s, retries start after 0.2 s).
 WORKER_ENV: dict[str, Any] = {
@@ -118,6 +124,9 @@ class InProcessStack:
             "encoder_url": ENCODER_URL,
             "internal_token": TOKEN,
             "index_roots": list(self.index_roots),
+            # The name the tests' clients use (API_URL, API_INTERNAL_URL).
+            "allowed_hosts": ["api"],
+            "internal_port": INTERNAL_PORT,
         }
         return ApiSettings(**{**values, **overrides})
 
@@ -194,7 +203,7 @@ class InProcessStack:
         settings = WorkerSettings(
             redis_url=self.redis_url,
             encoder_url=ENCODER_URL,
-            api_internal_url=API_URL,
+            api_internal_url=API_INTERNAL_URL,
             internal_token=TOKEN,
             worker_name=f"in-process-{index}",
             **WORKER_ENV,
@@ -205,6 +214,7 @@ class InProcessStack:
             ENCODER_URL, TOKEN, transport=httpx.ASGITransport(app=self.encoder_app)
         )
         self._exit.push_async_callback(encoder.aclose)
+        # The transport sends to the URL's port: the internal listener (API_INTERNAL_URL).
         index = open_index_writer(settings, TOKEN, transport=httpx.ASGITransport(app=self.api_app))
         self._exit.push_async_callback(index.aclose)
         worker = Worker(settings, JobQueue(redis), encoder, index)

@@ -29,7 +29,13 @@ from imgsearch_common.schemas import BatchStatus
 from imgsearch_worker.index_client import IndexClient
 from imgsearch_worker.settings import WorkerSettings
 from imgsearch_worker.worker import Worker
-from tests.support.inprocess import API_URL, ENCODER_URL, TOKEN, InProcessStack, LoopTransport
+from tests.support.inprocess import (
+    API_INTERNAL_URL,
+    ENCODER_URL,
+    TOKEN,
+    InProcessStack,
+    LoopTransport,
+)
 
 PIXELS = "/v1/embed/pixels"
 UPSERT = "/internal/v1/upsert"
@@ -79,7 +85,7 @@ def worker_settings(redis_url: str, **overrides: Any) -> WorkerSettings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "encoder_url": ENCODER_URL,
-        "api_internal_url": API_URL,
+        "api_internal_url": API_INTERNAL_URL,
         "internal_token": TOKEN,
         "worker_name": "test-worker",
         "max_windows": 0,
@@ -120,7 +126,7 @@ async def running_worker(
     index = index or Switch(LoopTransport(stack.api_app, stack.loop))
     redis = Redis.from_url(settings.redis_url)
     encoder_client = EncoderClient(ENCODER_URL, TOKEN, transport=encoder)
-    index_client = IndexClient(API_URL, TOKEN, transport=index)
+    index_client = IndexClient(API_INTERNAL_URL, TOKEN, transport=index)
     queue = JobQueue(redis)
     worker = Worker(settings, queue, encoder_client, index_client)
     stop = asyncio.Event()

@@ -19,7 +19,13 @@ from imgsearch_common.jobs import DEAD, JobQueue
 from imgsearch_devstack import Proc
 from imgsearch_worker.index_client import IndexClient
 from imgsearch_worker.worker import Worker
-from tests.support.inprocess import API_URL, ENCODER_URL, TOKEN, InProcessStack, LoopTransport
+from tests.support.inprocess import (
+    API_INTERNAL_URL,
+    ENCODER_URL,
+    TOKEN,
+    InProcessStack,
+    LoopTransport,
+)
 from tests.support.worker_harness import (
     PIXELS,
     UPSERT,
@@ -225,7 +231,8 @@ async def test_a_worker_waits_for_its_encoder_and_stops_while_waiting(
     encoder.down = True
     redis = Redis.from_url(redis_url)
     client = EncoderClient(ENCODER_URL, TOKEN, transport=encoder)
-    index = IndexClient(API_URL, TOKEN, transport=LoopTransport(inprocess.api_app, inprocess.loop))
+    transport = LoopTransport(inprocess.api_app, inprocess.loop)
+    index = IndexClient(API_INTERNAL_URL, TOKEN, transport=transport)
     worker = Worker(worker_settings(redis_url), JobQueue(redis), client, index)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

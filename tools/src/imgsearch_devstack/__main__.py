@@ -72,6 +72,7 @@ def main() -> int:
         data_dir=data_dir,
         api_port=_int_env("API_PORT", 8000),
         api_host=os.environ.get("API_HOST", "127.0.0.1"),
+        internal_port=_int_env("INTERNAL_PORT", 8002),
         encoder_port=_int_env("ENCODER_PORT", 8001),
         redis_port=_int_env("REDIS_PORT", 6379),
         redis_url=os.environ.get("REDIS_URL") or None,

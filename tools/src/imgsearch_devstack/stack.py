@@ -39,6 +39,8 @@ class StackConfig:
     data_dir: Path
     api_port: int = 8000
     api_host: str = "127.0.0.1"
+    #: The API's internal listener (INTERNAL_PORT): the workers' hand-off, nothing public.
+    internal_port: int = 8002
     encoder_port: int = 8001
     redis_port: int = 6379
     redis_url: str | None = None  # an existing Redis: no redis-server is started
@@ -70,6 +72,7 @@ class StackConfig:
         return cls(
             data_dir=data_dir,
             api_port=free_port(),
+            internal_port=free_port(),
             encoder_port=free_port(),
             redis_port=free_port(),
             workers=workers,
@@ -100,6 +103,10 @@ class LocalStack:
         return f"http://127.0.0.1:{self.config.api_port}"
 
     @property
+    def api_internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.internal_port}"
+
+    @property
     def encoder_url(self) -> str:
         return f"http://127.0.0.1:{self.config.encoder_port}"
 
@@ -115,9 +122,10 @@ class LocalStack:
             "DATA_DIR": str(c.data_dir),
             "REDIS_URL": self.redis_url,
             "ENCODER_URL": self.encoder_url,
-            "API_INTERNAL_URL": self.api_url,
+            "API_INTERNAL_URL": self.api_internal_url,
             "INTERNAL_TOKEN": c.internal_token,
             "API_PORT": str(c.api_port),
+            "INTERNAL_PORT": str(c.internal_port),
             "API_HOST": c.api_host,
             "ENCODER_PORT": str(c.encoder_port),
             **c.extra_env,
@@ -166,7 +174,10 @@ class LocalStack:
         if c.redis_url is None:
             redis_port = self._port_for("Redis", "REDIS_PORT", c.redis_port)
         encoder_port = self._port_for("the encoder", "ENCODER_PORT", c.encoder_port)
-        self.config = dataclasses.replace(c, redis_port=redis_port, encoder_port=encoder_port)
+        internal_port = self._port_for("the API's hand-off", "INTERNAL_PORT", c.internal_port)
+        self.config = dataclasses.replace(
+            c, redis_port=redis_port, encoder_port=encoder_port, internal_port=internal_port
+        )
         if c.worker_base_port:
             self._worker_ports = {
                 i: self._port_for(f"worker-{i}", "WORKER_BASE_PORT", c.worker_base_port + i)

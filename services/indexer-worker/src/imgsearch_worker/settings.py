@@ -7,8 +7,9 @@ from imgsearch_common.settings import CommonSettings, VectorStoreSettings
 
 class WorkerSettings(CommonSettings, VectorStoreSettings):
     #: Where to hand vectors when QDRANT_URL is unset: the search API owns the embedded
-    #: index (an Edge shard is single-process). With QDRANT_URL, workers write to Qdrant.
-    api_internal_url: str = "http://127.0.0.1:8000"
+    #: index (an Edge shard is single-process), on its internal port (INTERNAL_PORT, not
+    #: the public one). With QDRANT_URL, workers write to Qdrant.
+    api_internal_url: str = "http://127.0.0.1:8002"
     #: Images in flight per worker process. Enough to keep the encoder's batcher fed
     #: while this process decodes the next images; more only adds memory.
     worker_concurrency: int = Field(default=4, ge=1, le=256)

@@ -37,7 +37,7 @@ from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .routes import indexing, internal, pages, search
 from .search import SearchService, SearchTuning
-from .security import BodySizeLimit
+from .security import BodySizeLimit, install_exposure_guards
 from .settings import ApiSettings
 from .state import AppState
 from .text_removal import TextRemover
@@ -165,4 +165,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     # Before that, the limit per client: a refused search (429) is dropped unparsed.
     app.add_middleware(ClientAdmission, limits=limits, drain_bytes=settings.max_upload_bytes)
+    # Outermost of all: the Host, the Origin of writes, the listener a path belongs to.
+    install_exposure_guards(app, settings)
     return app

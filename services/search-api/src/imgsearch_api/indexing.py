@@ -2,17 +2,28 @@
 
 The rules live here, behind thin routes (``routes/indexing.py``):
 
-- a folder must be absolute, exist, and lie inside ``INDEX_ROOTS`` when that is set; it is
-  queued as one job per file with one of the requested extensions (matched without case);
+- a folder must be absolute (``~`` and ``~/...`` are the server user's home; ``~name`` is
+  refused, so no answer tells which users exist), exist, and lie inside ``INDEX_ROOTS``
+  (links resolved on both sides); with ``INDEX_ROOTS`` empty no folder may be queued. It is
+  queued as one job per file with one of the requested extensions (matched without case),
+  which must be image formats the workers decode (``DEFAULT_EXTENSIONS``; else 422), so a
+  batch never lists other files. A folder, or a sub-folder, the server may not read stops
+  the request (403): nothing is skipped silently;
 - uploads and fetched URLs are checked (decoded) before anything is queued, so a bad file
   gets its 4xx at once; they are stored content-addressed under ``UPLOAD_DIR``, where the
-  workers read them and from where the image is served back.
+  workers read them and from where the image is served back. Each store writes a file of
+  its own and renames it onto the content-addressed name: identical uploads at once give
+  one whole file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -31,45 +42,122 @@ MAX_UPLOAD_FILES = 100
 #: Job items: ``(path the workers read, source, name the user knows it by)``.
 JobItem = tuple[str, str, str]
 
+NO_ROOTS = (
+    "no folder may be indexed: the server has no INDEX_ROOTS. Set INDEX_ROOTS to the folders "
+    "that may be queued (':'-separated), or start it with `make run IMAGES_DIR=/path/to/photos`"
+    "; uploads and URLs work without"
+)
+OUTSIDE_ROOTS = (
+    "this folder is outside the folders the server may index (INDEX_ROOTS): add it, or a "
+    "folder above it, to INDEX_ROOTS (with `make run`: IMAGES_DIR=...)"
+)
+
+
+class ExtensionRefused(ImgSearchError):
+    """An extension outside the image formats the workers decode: 422, as a request body
+    that does not validate."""
+
+    status_code = 422
+    code = "validation_error"
+    permanent = True
+
 
 def folder_extensions(extensions: Sequence[str] | None) -> tuple[str, ...]:
-    """The requested extensions, lower case with a dot; the default list when none given."""
+    """The requested extensions, lower case with a dot; the default list when none given.
+    Only image formats the workers decode (``DEFAULT_EXTENSIONS``) may be asked for."""
     if not extensions:
         return DEFAULT_EXTENSIONS
-    out = tuple(e.lower() for e in dotted_extensions(extensions))
+    out = tuple(dict.fromkeys(e.lower() for e in dotted_extensions(extensions)))
     if not out:
         raise BadRequest("no usable file extension given")
+    refused = [e for e in out if e not in DEFAULT_EXTENSIONS]
+    if refused:
+        shown = ", ".join(repr(e[:16]) for e in refused[:5])
+        raise ExtensionRefused(
+            f"only the image formats the server decodes may be queued: "
+            f"{', '.join(DEFAULT_EXTENSIONS)} (not {shown})"
+        )
     return out
 
 
 def list_folder(root: Path, extensions: tuple[str, ...], recursive: bool) -> list[JobItem]:
-    """Image files under ``root``, sorted, as job items named by their path under it."""
+    """Image files under ``root``, sorted, as job items named by their path under it.
+    A folder in the walk the server may not read: :class:`Forbidden` naming it."""
     found: list[str] = []
-    if recursive:
-        for folder, dirs, files in os.walk(root):
-            dirs.sort()
-            found.extend(os.path.join(folder, f) for f in files if f.lower().endswith(extensions))
-    else:
-        found = [
-            str(p) for p in root.iterdir() if p.is_file() and p.name.lower().endswith(extensions)
-        ]
+
+    def stop(exc: OSError) -> None:
+        raise exc  # os.walk would skip the folder silently
+
+    try:
+        if recursive:
+            for folder, dirs, files in os.walk(root, onerror=stop):
+                dirs.sort()
+                found.extend(
+                    os.path.join(folder, f) for f in files if f.lower().endswith(extensions)
+                )
+        else:
+            with os.scandir(root) as entries:
+                found = [
+                    e.path for e in entries if e.name.lower().endswith(extensions) and e.is_file()
+                ]
+    except PermissionError as exc:
+        where = os.path.relpath(exc.filename, root) if isinstance(exc.filename, str) else "."
+        what = "that folder" if where == "." else f"{where!r} in that folder"
+        raise Forbidden(
+            f"the server may not read {what} (permission denied): let the server's user read "
+            "it, or queue only the folders it may read"
+        ) from None
+    except OSError as exc:
+        raise BadRequest(f"the folder could not be listed ({exc.strerror or 'error'})") from None
     found.sort()
     return [(p, "folder", os.path.relpath(p, root)) for p in found]
 
 
-def allowed_folder(path: str, index_roots: Sequence[Path]) -> Path:
-    """The folder a request names, checked: absolute, inside ``index_roots`` (when any;
-    links resolved on both sides), an existing directory."""
-    root = Path(path).expanduser()
-    if not root.is_absolute():
+def _requested_path(path: str) -> str:
+    """The path a request names, ``~`` expanded: absolute, or BadRequest."""
+    if "\0" in path:
+        raise BadRequest("the folder path contains a NUL character")
+    if path == "~" or path.startswith("~/"):
+        path = os.path.expanduser(path)  # the server user's home (unchanged if it has none)
+    elif path.startswith("~"):
+        raise BadRequest(
+            "give the folder as an absolute path on the server (~user is not expanded)"
+        )
+    if not os.path.isabs(path):
         raise BadRequest("give the folder as an absolute path on the server")
-    root = Path(os.path.realpath(root))
+    return path
+
+
+def allowed_folder(path: str, index_roots: Sequence[Path]) -> Path:
+    """The folder a request names, checked: absolute, inside ``index_roots`` (links
+    resolved on both sides; none: no folder is allowed), an existing directory."""
+    requested = _requested_path(path)
+    if not index_roots:
+        raise Forbidden(NO_ROOTS)
+    root = Path(os.path.realpath(requested))
     allowed = [Path(os.path.realpath(r)) for r in index_roots]
-    if allowed and not any(root == r or root.is_relative_to(r) for r in allowed):
-        raise Forbidden("this folder is outside the folders the server may index (INDEX_ROOTS)")
-    if not root.is_dir():
+    if not any(root == r or root.is_relative_to(r) for r in allowed):
+        raise Forbidden(OUTSIDE_ROOTS)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except PermissionError:
+        raise Forbidden("the server may not read that folder (permission denied)") from None
+    except OSError:
+        is_dir = False
+    if not is_dir:
         raise NotFound("no such folder on the server")
     return root
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask), read without setting
+    the process-wide umask (which other threads would see change)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
 
 
 def store_upload(upload_dir: Path, data: bytes, filename: str, max_pixels: int) -> str:
@@ -80,11 +168,25 @@ def store_upload(upload_dir: Path, data: bytes, filename: str, max_pixels: int) 
     if ext not in DEFAULT_EXTENSIONS:
         ext = ".img"
     target = upload_dir / sha[:2] / f"{sha}{ext}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+    with contextlib.suppress(OSError):
+        if os.stat(target).st_size == len(data):
+            return str(target)  # stored before (a short one, of an older race, is rewritten)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A file of its own for each store (identical uploads may arrive at once), complete on
+    # disk before it is renamed onto the content-addressed name: whichever rename comes
+    # last replaces identical bytes, and no reader ever sees a partial file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), _new_file_mode())  # mkstemp's is 0600
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return str(target)
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from imgsearch_common.settings import CommonSettings, VectorStoreSettings, baseline_alias, env_list
 from imgsearch_common.windows import QUERY_WINDOW_MAX, QUERY_WINDOW_SCALES
 
+from .hosts import trusted_hosts
 from .search.aggregation import WindowRule
 
 
@@ -16,7 +17,19 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     #: When set, write endpoints (indexing) require it as ``X-API-Key`` or a Bearer token.
+    #: Required to listen on any address but a loopback one (the API refuses to start).
     api_key: SecretStr | None = None
+    #: The internal hand-off (``/internal/*``) listens on this port of API_HOST, and only
+    #: there; the public port answers 404 for it. Never publish it (workers: API_INTERNAL_URL).
+    internal_port: int = Field(default=8002, ge=1, le=65535)
+    #: Host names the API answers to besides localhost, 127.0.0.1, [::1] and a specific
+    #: API_HOST, on any port; another Host gets 400 (DNS rebinding). "a.example,b.example";
+    #: "*.example.com" = its sub-domains; "*" turns the check off (any page whose name
+    #: resolves here may then drive the API from a browser).
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Origins (scheme://host[:port]) whose pages may send writes besides the API's own and
+    #: those of the allowed hosts (http or https, any port); "*" = any.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     #: Where uploaded and URL-fetched images are kept (workers read them from here).
     upload_dir: Path | None = None
@@ -26,8 +39,8 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     url_fetch_timeout_s: float = Field(default=10.0, gt=0)
     #: Lets by-url reach private addresses. Only for trusted, closed deployments.
     url_allow_private: bool = False
-    #: Folders that may be queued for indexing (and their sub-folders). Empty = any
-    #: folder the server can read — fine on a laptop; set it on a shared server.
+    #: Folders that may be queued for indexing (and their sub-folders). Empty = no folder
+    #: may be (403): uploads and URLs only. ``make run`` adds IMAGES_DIR and UPLOAD_DIR.
     index_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     #: Window hits fetched per query for window matching (then grouped per image).
@@ -114,6 +127,21 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     def _split_roots(cls, value: object) -> object:
         # "/a:/b" from the environment, or a JSON list.
         return env_list(value, ":")
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        return env_list(value, ",")
+
+    @model_validator(mode="after")
+    def _two_listeners(self) -> ApiSettings:
+        if self.internal_port == self.api_port:
+            raise ValueError("INTERNAL_PORT must differ from API_PORT (it is never published)")
+        return self
+
+    def trusted_hosts(self) -> tuple[str, ...]:
+        """The Host names the API answers to (``hosts.trusted_hosts``)."""
+        return trusted_hosts(self.api_host, self.allowed_hosts)
 
     def api_key_value(self) -> str | None:
         key = self.api_key.get_secret_value() if self.api_key else ""
