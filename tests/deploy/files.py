@@ -109,6 +109,26 @@ def load_compose(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
     return _interpolate_tree(tree, env)
 
 
+def long_running(services: Mapping[str, Any]) -> dict[str, Any]:
+    """The services ``docker compose up`` starts: those in no profile (a one-off job, such as
+    fetching the encoder's weights, sits in a profile and runs with ``docker compose run``)."""
+    return {name: s for name, s in services.items() if not s.get("profiles")}
+
+
+def one_off(services: Mapping[str, Any]) -> dict[str, Any]:
+    """The services in a profile: jobs run once with ``docker compose run``."""
+    return {name: s for name, s in services.items() if s.get("profiles")}
+
+
+def image_env(dockerfile: Path) -> dict[str, str]:
+    """``ENV KEY=value ...`` of a Dockerfile (the form ours use)."""
+    values: dict[str, str] = {}
+    for ins in parse_dockerfile(dockerfile):
+        if ins.keyword == "ENV":
+            values.update(item.split("=", 1) for item in ins.args.split())
+    return values
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """``KEY=value`` lines of an .env file (comments and blank lines skipped)."""
     values = {}

@@ -16,14 +16,15 @@ from .files import (
     ROOT,
     environment,
     load_compose,
+    long_running,
 )
 
 PATHS = {"SHARED_UPLOAD_DIR": "/srv/imgsearch/uploads", "IMAGES_DIR": "/srv/images"}
 
 
 def services(**env: str) -> dict[str, Any]:
-    result: dict[str, Any] = load_compose(CLUSTER, {**FAKE_SECRETS, **PATHS, **env})["services"]
-    return result
+    """The services ``docker compose up`` starts."""
+    return long_running(load_compose(CLUSTER, {**FAKE_SECRETS, **PATHS, **env})["services"])
 
 
 def test_a_three_node_qdrant_cluster() -> None:

@@ -23,6 +23,7 @@ from .files import (
     encoder_settings,
     environment,
     load_compose,
+    long_running,
     read_env_file,
     references,
 )
@@ -45,8 +46,8 @@ def layout(request: pytest.FixtureRequest) -> tuple[Path, Path, dict[str, str]]:
 
 
 def services(path: Path, env: dict[str, str]) -> dict[str, Any]:
-    result: dict[str, Any] = load_compose(path, env)["services"]
-    return result
+    """The services ``docker compose up`` starts (one-off jobs: test_compose_exposure.py)."""
+    return long_running(load_compose(path, env)["services"])
 
 
 def ours(service: dict[str, Any]) -> bool:

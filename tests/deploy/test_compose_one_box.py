@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .files import COMPOSE, FAKE_SECRETS, ROOT, environment, load_compose
+from .files import COMPOSE, FAKE_SECRETS, ROOT, environment, load_compose, long_running, one_off
 
 
 def services(**env: str) -> dict[str, Any]:
-    result: dict[str, Any] = load_compose(COMPOSE, {**FAKE_SECRETS, **env})["services"]
-    return result
+    """The services ``docker compose up`` starts."""
+    return long_running(load_compose(COMPOSE, {**FAKE_SECRETS, **env})["services"])
 
 
-def test_the_five_services() -> None:
+def test_the_five_services_and_the_one_off_job() -> None:
     assert set(services()) == {"qdrant", "redis", "encoder", "search-api", "indexer-worker"}
+    assert set(one_off(load_compose(COMPOSE, FAKE_SECRETS)["services"])) == {"encoder-weights"}
 
 
 def test_only_the_search_api_publishes_a_port() -> None:
@@ -43,7 +44,8 @@ def test_the_api_and_workers_use_the_qdrant_server_not_the_embedded_store() -> N
         assert env["ENCODER_URL"] == "http://encoder:8001", name
         # Nothing would persist an embedded index: no volume at DATA_DIR/index.
         assert not any("/index" in v for v in found[name]["volumes"]), name
-    assert environment(found["indexer-worker"])["API_INTERNAL_URL"] == "http://search-api:8000"
+    # The API's internal listener (INTERNAL_PORT), which is not published.
+    assert environment(found["indexer-worker"])["API_INTERNAL_URL"] == "http://search-api:8002"
 
 
 def test_named_volumes_hold_the_state() -> None:
