@@ -230,7 +230,9 @@ def run(args: argparse.Namespace) -> Report:
         Image.open(plain_photo).convert("RGB").resize((320, 240)).save(buf, "JPEG", quality=85)
         plain = buf.getvalue()
 
-        config = StackConfig.on_free_ports(work / "stack", workers=1, extra_env=env)
+        # The photos' folder is the one the API may index (INDEX_ROOTS: none by default).
+        roots = {"INDEX_ROOTS": json.dumps([str(photos)])}
+        config = StackConfig.on_free_ports(work / "stack", workers=1, extra_env={**env, **roots})
         with LocalStack(config) as stack, httpx.Client(base_url=stack.api_url, timeout=120) as c:
             r = c.post("/api/index/folder", json={"path": str(photos), "collection": COLLECTION})
             r.raise_for_status()
