@@ -23,10 +23,11 @@ import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from imgsearch_common.jobs import ROOTS
 from tests.support.inprocess import API_INTERNAL_URL, TOKEN, InProcessStack, served
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: The Redis set of queued folders that earlier versions served from (no longer read).
+ROOTS = "imgsearch:roots"
 COLLECTION = "roots"
 #: Longest a request may take here: a FIFO opened for reading blocks until a writer comes,
 #: so a request that touches one never answers.
@@ -206,3 +207,32 @@ async def test_a_fifo_as_a_payload_path_does_not_hold_up_a_search(
     )
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 2
+
+
+async def test_without_index_roots_only_uploads_are_served(
+    inprocess: InProcessStack, library: Path
+) -> None:
+    """``INDEX_ROOTS`` empty means no folder may be indexed, so none is served either: only
+    the upload folder's files are (not any path a point names)."""
+    elsewhere = library / "outside" / "photo.png"
+    elsewhere.write_bytes(_png((9, 9, 9)))
+    uploaded = library / "data" / "uploads" / "cd" / "up.png"
+    uploaded.parent.mkdir(parents=True)
+    uploaded.write_bytes(_png((4, 5, 6)))
+    settings = inprocess.api_settings(data_dir=library / "data", index_roots=[])
+    async with served(inprocess.create_api(settings)) as client:
+        await _forge(
+            client,
+            [
+                _point("44444444-0000-0000-0000-000000000001", elsewhere, (64, 64), 5),
+                _point("44444444-0000-0000-0000-000000000002", uploaded, (64, 64), 6),
+            ],
+        )
+        outside = await client.get(
+            f"/api/image/44444444-0000-0000-0000-000000000001?collection={COLLECTION}"
+        )
+        assert outside.status_code == 404, outside.text
+        served_upload = await client.get(
+            f"/api/image/44444444-0000-0000-0000-000000000002?collection={COLLECTION}"
+        )
+        assert served_upload.status_code == 200 and served_upload.content == uploaded.read_bytes()

@@ -17,7 +17,6 @@ Keys (prefix ``imgsearch:``):
 - ``batch:<id>``         hash: collection, total, created_at
 - ``batch:<id>:done``    set of job ids done;  ``:failed`` set of job ids failed
 - ``batch:<id>:errors``  list of JSON errors (capped)
-- ``roots``              set of folders that were queued (image serving stays inside them)
 
 Each terminal transition (done, failed, retry scheduled) and the acknowledgement
 happen in one MULTI/EXEC transaction, so progress counts are exact even when a
@@ -52,7 +51,6 @@ STREAM = PREFIX + "jobs"
 GROUP = "indexers"
 DELAYED = PREFIX + "delayed"
 DEAD = PREFIX + "dead"
-ROOTS = PREFIX + "roots"
 MAX_BATCH_ERRORS = 200
 MAX_DEAD_LETTERS = 10_000
 BATCH_TTL_S = 7 * 24 * 3600
@@ -252,7 +250,6 @@ class JobQueue:
         items: Iterable[tuple[str, str, str]],
         *,
         chunk: int = 500,
-        root: str | None = None,
     ) -> tuple[str, int]:
         """Queue one job per ``(path, source, name)``; returns ``(batch_id, count)``.
 
@@ -267,8 +264,6 @@ class JobQueue:
             mapping={"collection": collection, "total": 0, "created_at": time.time(), "queuing": 1},
         )
         await self.redis.expire(key, BATCH_TTL_S)
-        if root:
-            await self.redis.sadd(ROOTS, root)
         count = 0
         pending: list[Job] = []
         for path, source, name in items:
@@ -326,10 +321,6 @@ class JobQueue:
             "dead_letters": dead,
         }
 
-    async def roots(self) -> set[str]:
-        members: set[Any] = await self.redis.smembers(ROOTS)
-        return {_s(r) for r in members}
-
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         raw: list[Any] = await self.redis.lrange(DEAD, -count, -1)
         return [json.loads(x) for x in raw]
@@ -376,6 +367,14 @@ class JobQueue:
                     if job is not None:
                         out.append(Delivery(_s(entry_id), job))
         return out
+
+    async def has_stale(self, min_idle_ms: int) -> bool:
+        """Whether an entry has been pending on a consumer for ``min_idle_ms`` (its worker
+        stopped acknowledging: it died, most likely)."""
+        pending = await self.redis.xpending_range(
+            self.stream, self.group, min="-", max="+", count=1, idle=min_idle_ms
+        )
+        return bool(pending)
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over entries another consumer left pending for ``min_idle_ms`` (it died)."""

@@ -7,8 +7,8 @@ written under wider roots than today's, or forged by whoever holds the internal 
 can write to a Qdrant server. So a payload's file is read only if
 
 - the path is absolute and, links resolved, lies under a folder of ``INDEX_ROOTS`` or
-  under ``UPLOAD_DIR`` (with ``INDEX_ROOTS`` empty any folder may be queued, so any folder
-  qualifies: set it on a shared server);
+  under ``UPLOAD_DIR`` (with ``INDEX_ROOTS`` empty no folder may be queued, so only the
+  upload folder qualifies);
 - it is a regular file: not a directory, a device or a FIFO (opening a FIFO for reading
   waits for a writer, and would hold a thread for good).
 
@@ -43,10 +43,8 @@ class OpenedFile(NamedTuple):
 
 @dataclass(frozen=True)
 class IndexedFiles:
-    """The folders whose files the API reads back: ``INDEX_ROOTS`` and the upload folder.
-
-    ``index_roots`` empty means any folder (the queueing rule of ``INDEX_ROOTS``).
-    """
+    """The folders whose files the API reads back: ``INDEX_ROOTS`` and the upload folder
+    (``index_roots`` empty: the upload folder alone, as no folder may then be queued)."""
 
     index_roots: tuple[Path, ...]
     upload_dir: Path
@@ -56,9 +54,7 @@ class IndexedFiles:
         return cls(tuple(Path(r) for r in index_roots), Path(upload_dir))
 
     def roots(self) -> list[Path]:
-        """The folders, links resolved (``/`` alone when ``INDEX_ROOTS`` is empty)."""
-        if not self.index_roots:
-            return [Path("/")]
+        """The folders, links resolved."""
         return [Path(os.path.realpath(r)) for r in (*self.index_roots, self.upload_dir)]
 
     def open(self, stored: str) -> OpenedFile | None:

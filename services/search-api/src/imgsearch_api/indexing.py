@@ -204,14 +204,14 @@ class IndexingService:
         collection = validate_collection(request.collection)
         extensions = folder_extensions(request.extensions)
 
-        def listed() -> tuple[Path, list[JobItem]]:
+        def listed() -> list[JobItem]:
             root = allowed_folder(request.path, self.index_roots)
-            return root, list_folder(root, extensions, request.recursive)
+            return list_folder(root, extensions, request.recursive)
 
-        root, items = await asyncio.to_thread(listed)
+        items = await asyncio.to_thread(listed)
         if not items:
             raise BadRequest(f"no files with extensions {', '.join(extensions)} in that folder")
-        batch_id, count = await self.queue.create_batch(collection, items, root=str(root))
+        batch_id, count = await self.queue.create_batch(collection, items)
         return BatchQueued(batch_id=batch_id, queued=count, collection=collection)
 
     async def queue_uploads(
