@@ -19,6 +19,14 @@ Failures:
   worker) is dead-lettered as ``worker_crashed``; an entry that is not a job, as
   ``malformed_job`` (by the queue, when it reads it).
 
+Taking over: jobs a dead worker left pending are claimed one at a time and each runs
+alone: the worker takes no new job until those in flight are done, then claims one stale
+entry and runs only it. A worker that dies holding four jobs gives each one more delivery;
+taken over together, every later death would blame all of them again, and an innocent
+job would be dead-lettered with the one that kills its worker. Alone, a taken-over job is
+the only one its worker held when that worker died: the deliveries counted against it
+are, but for its first, deaths of its own.
+
 Outages: while the encoder or the index owner keeps failing, its circuit breaker
 (``breaker``) is open: the worker reads no new entry and claims none, sends no job
 (a job it already holds goes to the delayed set, untried), keeps its in-flight
@@ -117,6 +125,10 @@ class Worker:
         #: Whether the last Redis call of a loop succeeded (``/health``, and logging
         #: transitions instead of every failed call).
         self._redis_ok = True
+        #: A job taken over from a dead worker, running alone (see the module doc), and
+        #: whether stale jobs wait for this worker's jobs in flight to finish first.
+        self._takeover: asyncio.Task[None] | None = None
+        self._draining = False
 
     # --- state ----------------------------------------------------------------------------
 
@@ -159,7 +171,10 @@ class Worker:
                     continue
                 free = self._free_slots()
                 if not free:
-                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                    if self._tasks:
+                        await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                    else:  # draining with nothing in flight: maintenance claims next
+                        await _wait(stop, min(0.1, self.settings.maintenance_interval_s))
                     continue
                 try:
                     deliveries = await self.queue.read(self.name, count=free, block_ms=1000)
@@ -192,18 +207,23 @@ class Worker:
 
     def _free_slots(self) -> int:
         """Jobs this worker may take now: none while a breaker is open, one (the trial)
-        while one is half-open."""
+        while one is half-open, none while a taken-over job runs or stale ones wait."""
+        if self._takeover is not None or self._draining:
+            return 0
         state = overall_state(self.breakers.values())
         if state is BreakerState.OPEN:
             return 0
         limit = 1 if state is BreakerState.HALF_OPEN else self.settings.worker_concurrency
         return max(0, limit - len(self._tasks))
 
-    def _spawn(self, deliveries: list[Delivery]) -> None:
+    def _spawn(self, deliveries: list[Delivery]) -> list[asyncio.Task[None]]:
+        tasks = []
         for delivery in deliveries:
             task = asyncio.create_task(self._guarded(delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
 
     async def _guarded(self, delivery: Delivery) -> None:
         self.metrics.in_flight.inc()
@@ -227,12 +247,7 @@ class Worker:
                 # alive and must not be claimed as a dead worker's.
                 await self.queue.heartbeat(self.name, sorted(self._in_flight))
                 await self.queue.promote_due()
-                free = self._free_slots()  # none while a breaker is open: claim nothing
-                if free:
-                    claimed = await self.queue.claim_stale(self.name, s.claim_idle_ms, free)
-                    if claimed:
-                        log.info("claimed %d stale job(s)", len(claimed))
-                    self._spawn(claimed)
+                await self._take_over_stale()
                 self._redis_answered(backoff)
             except _REDIS_ERRORS as exc:
                 await self._redis_failed(exc, backoff, stop, "maintenance")
@@ -240,6 +255,41 @@ class Worker:
             except Exception:
                 log.exception("maintenance round failed")
             await _wait(stop, s.maintenance_interval_s)
+
+    async def _take_over_stale(self) -> None:
+        """One job a dead worker left pending, run alone (see the module doc): stale jobs
+        make this worker take no new job; once those in flight are done, one is claimed.
+        Nothing while a breaker is open."""
+        if self._takeover is not None:
+            return
+        if overall_state(self.breakers.values()) is BreakerState.OPEN:
+            return
+        idle_ms = self.settings.claim_idle_ms
+        if not await self.queue.has_stale(idle_ms):
+            self._draining = False
+            return
+        self._draining = True
+        if self._tasks:
+            return
+        try:
+            claimed = await self.queue.claim_stale(self.name, idle_ms, 1)
+        finally:
+            self._draining = False
+        if not claimed:
+            return
+        (delivery,) = claimed
+        log.info(
+            "took over job %s of a stopped worker (delivery %d): running it alone",
+            delivery.job.path,
+            delivery.deliveries,
+        )
+        (task,) = self._spawn([delivery])
+        self._takeover = task
+        task.add_done_callback(self._takeover_done)
+
+    def _takeover_done(self, task: asyncio.Task[None]) -> None:
+        if self._takeover is task:
+            self._takeover = None
 
     async def _probe(self, stop: asyncio.Event) -> None:
         """Probe the downstreams whose breaker is open and due; then wait for the next."""
