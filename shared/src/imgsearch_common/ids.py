@@ -15,7 +15,8 @@ from .errors import InvalidCollection
 from .windows import Box
 
 _NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-4e55-9a51-0c9f3d2b7a10")
-_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+#: Matched whole (``fullmatch``): ``$`` would let a trailing newline through.
+_COLLECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 DEFAULT_COLLECTION = "default"
 
 
@@ -34,7 +35,7 @@ def window_id(parent_image_id: str, box: Box) -> str:
 
 def validate_collection(name: str) -> str:
     """Collection names become directory and collection names: keep them boring."""
-    if not _COLLECTION_RE.match(name or ""):
+    if not _COLLECTION_RE.fullmatch(name or ""):
         raise InvalidCollection(
             "collection names are 1-63 characters of letters, digits, '_' and '-', "
             "starting with a letter or digit"
