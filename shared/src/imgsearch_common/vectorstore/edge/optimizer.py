@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -37,9 +38,18 @@ from .shards import Shard
 log = logging.getLogger(__package__)
 
 # Run by the child process of an out-of-process optimize. It imports qdrant_edge only (fast),
-# lowers its own priority so the search process keeps the CPU it needs.
+# lowers its own priority so the search process keeps the CPU it needs, and dies with its
+# parent: on Linux the kernel sends it SIGKILL when the parent goes (PR_SET_PDEATHSIG), and a
+# parent already gone before that (its pid, argv[2], is no longer the parent) ends it at once.
+# Otherwise a SIGKILL of the index owner leaves it writing into a copy that the next start
+# deletes, and perhaps beside a second optimize of the same shard.
 _OPTIMIZE_CHILD = """\
-import os, sys
+import os, signal, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[2]):
+    sys.exit(1)
 from qdrant_edge import EdgeShard
 os.nice(10)
 shard = EdgeShard.load(sys.argv[1])
@@ -138,6 +148,7 @@ class Optimizer:
                 "-c",
                 _OPTIMIZE_CHILD,
                 str(work),
+                str(os.getpid()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
