@@ -60,3 +60,11 @@ def test_window_payloads() -> None:
     for bad in ({PARENT_ID: IMAGE}, {"box": [0, 0, 1, 1]}, {PARENT_ID: "", "box": [0, 0, 1, 1]}):
         assert WindowPayload.read(bad) is None
     assert WindowPayload.read({PARENT_ID: IMAGE, "box": [0, 0, 1]}) is None
+
+
+def test_points_from_before_the_name_are_served_under_their_file_name() -> None:
+    old = ImagePayload.read(stored())
+    named = ImagePayload.read(stored(name="2024/summer/cat.jpg"))
+    assert old is not None and (old.name, old.indexed_name) == (None, "cat.jpg")
+    assert named is not None and named.indexed_name == "2024/summer/cat.jpg"
+    assert "name" not in named.metadata().model_dump()  # server-side, like stored_path

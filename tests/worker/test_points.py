@@ -8,7 +8,7 @@ from imgsearch_common.jobs import Job
 from imgsearch_common.payloads import PARENT_ID, ImagePayload
 from imgsearch_common.vectorstore.writes import records
 from imgsearch_worker.pipeline import PreparedImage
-from imgsearch_worker.points import image_points
+from imgsearch_worker.points import image_payload, image_points
 
 IMAGE = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
@@ -51,3 +51,39 @@ def test_the_worker_writes_what_the_api_reads() -> None:
     again_full, again_windows = records(image_points(job, prepared, vectors))
     assert [w.id for w in again_windows] == [w.id for w in windows]
     assert again_full[0].id == IMAGE
+
+
+def test_the_name_an_image_is_served_under() -> None:
+    """``GET /images/{name}`` finds an image by ``name``: a folder file's path under the
+    folder, an upload's file name, a URL's file name (not the whole URL)."""
+    prepared = PreparedImage(
+        image_id=IMAGE,
+        sha256="ab" * 32,
+        file_size=1,
+        width=1,
+        height=1,
+        boxes=[],
+        pixels=np.zeros((1, 224, 224, 3), dtype=np.uint8),
+    )
+    cases = [
+        (
+            Job("j", "b", "c", "/photos/2024/summer/cat.jpg", "folder", "2024/summer/cat.jpg"),
+            "2024/summer/cat.jpg",
+            "cat.jpg",
+        ),
+        (
+            Job("j", "b", "c", "/data/uploads/ab/abab.png", "upload", "dog.png"),
+            "dog.png",
+            "dog.png",
+        ),
+        (
+            Job("j", "b", "c", "/data/uploads/cd/cdcd.jpg", "url", "https://x.example/p/a.jpg"),
+            "a.jpg",
+            "a.jpg",
+        ),
+        # A job from before names were given: its file's name.
+        (Job("j", "b", "c", "/photos/old.jpg", "folder", ""), "old.jpg", "old.jpg"),
+    ]
+    for job, name, filename in cases:
+        payload = image_payload(job, prepared)
+        assert (payload.name, payload.filename, payload.indexed_name) == (name, filename, name)

@@ -25,6 +25,12 @@ from .windows import Box
 #: Key of a window payload that names its image's point id. The stores keep a keyword
 #: index on it and delete an image's windows by filtering on it.
 PARENT_ID = "parent_id"
+#: Keys of an image payload that ``GET /images/{name}`` finds images by: the name it was
+#: indexed under (:attr:`ImagePayload.name`) and its file name. New full-image shards and
+#: collections keep a keyword index on each; older ones are scanned.
+NAME = "name"
+FILENAME = "filename"
+IMAGE_NAME_KEYS: tuple[str, ...] = (NAME, FILENAME)
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -41,11 +47,21 @@ class ImagePayload(ImageMetadata):
     sha256: str | None = None
     #: How many window points the image has.
     windows: int | None = None
+    #: The name the image was indexed under: a folder file's path under the indexed folder
+    #: (``2024/summer/cat.jpg``), an upload's file name; what ``GET /images/{name}`` finds
+    #: it by. Unset on points from before it was recorded: :attr:`indexed_name` falls back
+    #: to ``filename`` then.
+    name: str | None = None
 
     @property
     def file_path(self) -> str:
         """The file the server serves and re-scores this image from."""
         return self.stored_path or self.original_path
+
+    @property
+    def indexed_name(self) -> str:
+        """The name ``GET /images/{name}`` serves this image under."""
+        return self.name or self.filename
 
     @property
     def size(self) -> tuple[int, int] | None:

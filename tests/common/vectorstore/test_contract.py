@@ -196,6 +196,78 @@ async def test_empty_requests_answer_empty(store: VectorStore, rng: np.random.Ge
     assert await store.retrieve("c", "full", []) == []
 
 
+def _named(rng: np.random.Generator, names: list[str | None]) -> list[PointRecord]:
+    """Full points named ``names`` (None: no ``name`` key, as points from before it)."""
+    points = full_points(rng, unit_vectors(rng, len(names), DIM))
+    return [
+        PointRecord(p.id, p.vector, {**p.payload, **({"name": n} if n is not None else {})})
+        for p, n in zip(points, names, strict=True)
+    ]
+
+
+async def test_find_matches_a_payload_value_whole(
+    store: VectorStore, rng: np.random.Generator
+) -> None:
+    names = ["2024/cat.jpg", "cat.jpg", "2024/cat.jpg", "2024/CAT.jpg", "2024/cat.jpeg", None]
+    points = _named(rng, names)
+    await store.upsert("c", "full", points)
+
+    found = await store.find("c", "full", "name", "2024/cat.jpg", limit=10)
+
+    assert sorted(h.id for h in found) == sorted([points[0].id, points[2].id])
+    assert {h.payload["filename"] for h in found} == {"img0.jpg", "img2.jpg"}
+    assert all(h.score == 0.0 for h in found)
+    # Whole values only: no prefix, no case folding, no path normalisation.
+    for value in ("2024", "2024/", "cat.jpg/..", "./2024/cat.jpg", "2024//cat.jpg", "2024/cat"):
+        assert await store.find("c", "full", "name", value, limit=10) == []
+    # Another key; a point without the key matches nothing of it.
+    [by_filename] = await store.find("c", "full", "filename", "img5.jpg", limit=10)
+    assert by_filename.id == points[5].id and "name" not in by_filename.payload
+
+
+async def test_find_respects_the_limit_and_the_kind(
+    store: VectorStore, rng: np.random.Generator
+) -> None:
+    points = _named(rng, ["same.png"] * 5)
+    await store.upsert("c", "full", points)
+    await store.upsert("c", "window", window_points(rng, points[0].id, unit_vectors(rng, 3, DIM)))
+
+    two = await store.find("c", "full", "name", "same.png", limit=2)
+    assert len(two) == 2 and {h.id for h in two} <= {p.id for p in points}
+    assert len(await store.find("c", "full", "name", "same.png", limit=100)) == 5
+    assert await store.find("c", "full", "name", "same.png", limit=0) == []
+    assert await store.find("c", "window", "name", "same.png", limit=10) == []
+    windows = await store.find("c", "window", "parent_id", points[0].id, limit=10)
+    assert len(windows) == 3
+    assert await store.find("nope", "full", "name", "same.png", limit=10) == []
+
+
+@pytest.mark.parametrize(
+    "value", ["", "../../etc/passwd", "a\0b", "x" * 5000, "%2e%2e%2f", "caf\u00e9/\uff0e.png"]
+)
+async def test_find_takes_any_string_as_a_value(
+    store: VectorStore, rng: np.random.Generator, value: str
+) -> None:
+    """A value is a value: odd ones match nothing unless stored, and never fail."""
+    await store.upsert("c", "full", _named(rng, ["a.png"]))
+    assert await store.find("c", "full", "name", value, limit=5) == []
+    stored = _named(rng, [value])
+    await store.upsert("c", "full", stored)
+    assert [h.id for h in await store.find("c", "full", "name", value, limit=5)] == [stored[0].id]
+
+
+async def test_find_sees_replaced_and_deleted_points(
+    store: VectorStore, rng: np.random.Generator
+) -> None:
+    [point] = _named(rng, ["old.png"])
+    await store.upsert("c", "full", [point])
+    await store.upsert("c", "full", [PointRecord(point.id, point.vector, {"name": "new.png"})])
+    assert await store.find("c", "full", "name", "old.png", limit=5) == []
+    assert [h.id for h in await store.find("c", "full", "name", "new.png", limit=5)] == [point.id]
+    await store.delete_image("c", point.id)
+    assert await store.find("c", "full", "name", "new.png", limit=5) == []
+
+
 _RNG = np.random.default_rng(7)
 CALLS: dict[str, Callable[[VectorStore, str], Awaitable[object]]] = {
     "upsert": lambda s, c: s.upsert(c, "full", [PointRecord(id=new_id(_RNG), vector=[1.0, 0.0])]),
@@ -203,6 +275,7 @@ CALLS: dict[str, Callable[[VectorStore, str], Awaitable[object]]] = {
     "retrieve": lambda s, c: s.retrieve(c, "window", [new_id(_RNG)]),
     "count": lambda s, c: s.count(c, "full"),
     "delete_image": lambda s, c: s.delete_image(c, new_id(_RNG)),
+    "find": lambda s, c: s.find(c, "full", "name", "a.jpg", limit=1),
 }
 
 
@@ -288,6 +361,8 @@ async def test_both_backends_give_the_same_answers(
                     await s.search("same", "window", queries, limit=7),
                     await s.count("same", "window"),
                     await s.retrieve("same", "full", [images[5].id, images[2].id]),
+                    await s.find("same", "full", "filename", "img3.jpg", limit=5)
+                    + await s.find("same", "full", "filename", "img2.jpg", limit=5),
                 )
             )
         finally:
@@ -296,6 +371,7 @@ async def test_both_backends_give_the_same_answers(
     edge, memory = answers
     assert edge[2] == memory[2] == 27
     assert edge[3] == memory[3]
+    assert edge[4] == memory[4] and [h.id for h in edge[4]] == [images[3].id]
     for edge_lists, memory_lists in zip(edge[:2], memory[:2], strict=True):
         for e, m in zip(edge_lists, memory_lists, strict=True):
             assert [h.id for h in e] == [h.id for h in m]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Point, UpdateOperation
 
 from imgsearch_common.errors import ImgSearchError
 from imgsearch_common.settings import VectorStoreSettings
@@ -306,3 +307,71 @@ async def test_the_factory_opens_edge_under_data_dir(tmp_path: Path) -> None:
         assert config.vectors[""].size == 32
     finally:
         await store.close()
+
+
+async def test_new_full_shards_index_the_image_names(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Keyword indexes on ``name`` and ``filename`` (``GET /images/{name}``), created with
+    the shard; and they survive an out-of-process optimize's swap."""
+    store = small_index_store(tmp_path / "index", optimize_threshold=None)
+    images = full_points(rng, unit_vectors(rng, 300, DIM))
+    named = [
+        PointRecord(p.id, p.vector, {**p.payload, "name": f"d/{i}.jpg"})
+        for i, p in enumerate(images)
+    ]
+    try:
+        await store.upsert("c", "full", named)
+        await store.optimize()
+        [hit] = await store.find("c", "full", "name", "d/7.jpg", limit=5)
+        assert hit.id == images[7].id
+    finally:
+        await store.close()
+    shard = EdgeShard.load(str(tmp_path / "index" / "c" / "full"))
+    try:
+        schema = shard.info().payload_schema
+    finally:
+        shard.close()
+    assert {key: str(info.data_type) for key, info in schema.items()} == {
+        "name": "PayloadSchemaType.Keyword",
+        "filename": "PayloadSchemaType.Keyword",
+    }
+
+
+async def test_full_shards_from_before_the_name_indexes_are_scanned(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A full shard created without payload indexes (as before ``name``) answers ``find``
+    by a scan, takes new writes and deletes, and flushes and reopens cleanly: no index is
+    added to it late (see ``edge/lock.py`` for what a late index can break)."""
+    old = full_points(rng, unit_vectors(rng, 6, DIM))
+    path = tmp_path / "index" / "c" / "full"
+    path.parent.mkdir(parents=True)
+    config = EdgeConfig(vectors=EdgeVectorParams(size=DIM, distance=Distance.Cosine))
+    shard = EdgeShard.create(str(path), config)
+    shard.update(
+        UpdateOperation.upsert_points(
+            [Point(id=p.id, vector=list(map(float, p.vector)), payload=p.payload) for p in old]
+        )
+    )
+    shard.flush()
+    shard.close()
+
+    for round_ in range(2):
+        store = EdgeVectorStore(tmp_path / "index", optimize_threshold=None)
+        try:
+            [hit] = await store.find("c", "full", "filename", "img2.jpg", limit=5)
+            assert hit.id == old[2].id
+            if round_ == 0:
+                new = PointRecord(new_id(rng), unit_vectors(rng, 1, DIM)[0], {"name": "n.png"})
+                await store.upsert("c", "full", [new])
+                await store.delete_image("c", old[3].id)
+            assert len(await store.find("c", "full", "name", "n.png", limit=5)) == 1
+            assert await store.find("c", "full", "filename", "img3.jpg", limit=5) == []
+        finally:
+            await store.close()
+    shard = EdgeShard.load(str(path))
+    try:
+        assert shard.info().payload_schema == {}
+    finally:
+        shard.close()

@@ -79,6 +79,11 @@ async def test_the_first_upsert_creates_the_collection_with_those_settings(
     assert len(fake.bodies("PUT", "/collections/imgsearch_cats__window")) == 1
     [index] = fake.bodies("PUT", "/collections/imgsearch_cats__window/index")
     assert index == {"field_name": "parent_id", "field_schema": "keyword"}
+    # The names GET /images/{name} finds images by (once per collection and process).
+    assert fake.bodies("PUT", "/collections/imgsearch_cats__full/index") == [
+        {"field_name": "name", "field_schema": "keyword"},
+        {"field_name": "filename", "field_schema": "keyword"},
+    ]
     assert fake.collections == {"imgsearch_cats__full": 8, "imgsearch_cats__window": 2}
     assert all(r.headers["api-key"] == KEY for r in fake.requests)
 
@@ -116,6 +121,7 @@ async def test_missing_collections_read_as_empty() -> None:
     try:
         assert await store.search("c", "full", [[1.0, 0.0]], limit=3) == [[]]
         assert await store.count("c", "window") == 0
+        assert await store.find("c", "full", "name", "a.jpg", limit=5) == []
         await store.delete_image("c", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
     finally:
         await store.close()

@@ -29,8 +29,9 @@ def image_payload(
     job: Job, prepared: PreparedImage, indexed_at: float | None = None
 ) -> ImagePayload:
     """What the index records about the image of ``job``."""
+    filename = os.path.basename(job.name) or os.path.basename(job.path)
     return ImagePayload(
-        filename=os.path.basename(job.name) or os.path.basename(job.path),
+        filename=filename,
         # A folder file is known by its path; an upload or a URL by what the user gave.
         original_path=job.path if job.source == "folder" else job.name or job.path,
         stored_path=job.path,
@@ -42,6 +43,9 @@ def image_payload(
         source=job.source,
         sha256=prepared.sha256,
         windows=len(prepared.boxes),
+        # A folder file by its path under the folder, an upload by its file name; a URL
+        # (whose name is the whole URL) by its file name.
+        name=job.name if job.source != "url" and job.name else filename,
     )
 
 

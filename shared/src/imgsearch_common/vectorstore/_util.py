@@ -24,6 +24,16 @@ def check_target(collection: str, kind: Kind) -> None:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
 
 
+def check_find(collection: str, kind: Kind, key: str, value: str) -> None:
+    """A ``find``'s checked arguments: the target, a non-empty key, a string value."""
+    check_target(collection, kind)
+    if not key:
+        raise ValueError("a payload key must not be empty")
+    if not isinstance(value, str):
+        # Programming errors, like a bad kind: the callers pass the keys of ``payloads``.
+        raise TypeError(f"find matches string values, not {type(value).__name__}")
+
+
 def upsert_vectors(
     collection: str, kind: Kind, points: Sequence[PointRecord]
 ) -> tuple[list[list[float]], int]:

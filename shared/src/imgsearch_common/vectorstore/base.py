@@ -67,6 +67,15 @@ class VectorStore(abc.ABC):
         """Points by id (missing ids are skipped), with payloads."""
 
     @abc.abstractmethod
+    async def find(
+        self, collection: str, kind: Kind, key: str, value: str, limit: int
+    ) -> list[Hit]:
+        """At most ``limit`` points whose payload ``key`` is exactly ``value`` (score 0), in
+        no particular order; none for a collection that does not exist or ``limit < 1``.
+        A keyword payload index on ``key`` makes it a lookup; without one it is a scan of
+        the kind's points (correct, slower)."""
+
+    @abc.abstractmethod
     async def count(self, collection: str, kind: Kind) -> int:
         """Number of points of that kind (0 for a collection that does not exist)."""
 

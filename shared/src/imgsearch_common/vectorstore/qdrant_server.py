@@ -26,8 +26,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from ..errors import BadRequest, UpstreamUnavailable
 from ..ids import validate_collection
-from ..payloads import PARENT_ID
+from ..payloads import IMAGE_NAME_KEYS, PARENT_ID
 from ._util import (
+    check_find,
     check_target,
     dimension_error,
     in_request_order,
@@ -173,6 +174,29 @@ class QdrantServerVectorStore(VectorStore):
         hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
         return in_request_order(hits, ids)
 
+    async def find(
+        self, collection: str, kind: Kind, key: str, value: str, limit: int
+    ) -> list[Hit]:
+        check_find(collection, kind, key, value)
+        if limit < 1:
+            return []
+        match = models.Filter(
+            must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+        )
+        try:
+            records, _ = await self._rpc(
+                self._client.scroll(
+                    self.qdrant_name(collection, kind),
+                    scroll_filter=match,
+                    limit=limit,
+                    with_payload=True,
+                    with_vectors=False,
+                )
+            )
+        except _Missing:
+            return []
+        return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+
     async def count(self, collection: str, kind: Kind) -> int:
         check_target(collection, kind)
         try:
@@ -236,16 +260,18 @@ class QdrantServerVectorStore(VectorStore):
                     log.info("created Qdrant collection %s (dim %d)", name, dim)
                 except _AlreadyExists:
                     pass  # another process (or replica of this service) won the race
-            if kind == "window" and not self._local:
-                # Idempotent on the server; local mode has no payload indexes (and warns).
-                await self._rpc(
-                    self._client.create_payload_index(
-                        name,
-                        field_name=PARENT_ID,
-                        field_schema=models.PayloadSchemaType.KEYWORD,
-                        wait=True,
+            if not self._local:
+                # Idempotent on the server, so collections created before an index was
+                # added get it too; local mode has no payload indexes (and warns).
+                for key in (PARENT_ID,) if kind == "window" else IMAGE_NAME_KEYS:
+                    await self._rpc(
+                        self._client.create_payload_index(
+                            name,
+                            field_name=key,
+                            field_schema=models.PayloadSchemaType.KEYWORD,
+                            wait=True,
+                        )
                     )
-                )
             self._known.add(name)
 
     async def _rpc(self, call: Awaitable[T]) -> T:

@@ -2,7 +2,7 @@
 
 Layout under the store's ``root``::
 
-    <collection>/full/          one EdgeShard: image points
+    <collection>/full/          one EdgeShard: image points (payload indexes on name, filename)
     <collection>/window/        one EdgeShard: window points (payload index on parent_id)
 
 The functions here that touch a shard's handle run on the Edge thread (:mod:`.calls`).
@@ -34,7 +34,7 @@ from qdrant_edge import (
 
 from ...errors import ImgSearchError
 from ...ids import validate_collection
-from ...payloads import PARENT_ID
+from ...payloads import IMAGE_NAME_KEYS, PARENT_ID
 from ..base import KINDS, Kind
 
 # The back-end's one logger name, as before it was split into modules (log lines show it).
@@ -126,10 +126,11 @@ def open_shard(
         return None
     else:
         handle = EdgeShard.create(str(path), new_config(create_dim))
-        if kind == "window":
-            # Created while the shard is empty: see .lock for what a late index can break.
-            index = UpdateOperation.create_field_index(PARENT_ID, PayloadSchemaType.Keyword)
-            handle.update(index)
+        # Created while the shard is empty: see .lock for what a late index can break. Full
+        # shards from before the name indexes have none, and never get them: found by a
+        # scan (``EdgeVectorStore.find``).
+        for key in (PARENT_ID,) if kind == "window" else IMAGE_NAME_KEYS:
+            handle.update(UpdateOperation.create_field_index(key, PayloadSchemaType.Keyword))
         log.info("created Edge shard %s (dim %d)", path, create_dim)
         unindexed = 0
     return Shard(collection, kind, path, handle, added_since_optimize=unindexed)

@@ -23,6 +23,7 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
+    ScrollRequest,
     SearchParams,
     UpdateOperation,
 )
@@ -30,6 +31,7 @@ from qdrant_edge import (
 from ...ids import validate_collection
 from ...payloads import PARENT_ID
 from .._util import (
+    check_find,
     check_target,
     in_request_order,
     search_queries,
@@ -188,6 +190,26 @@ class EdgeVectorStore(VectorStore):
             return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
 
         return in_request_order(await self._edge.call(run), ids)
+
+    async def find(
+        self, collection: str, kind: Kind, key: str, value: str, limit: int
+    ) -> list[Hit]:
+        check_find(collection, kind, key, value)
+        sh = await self._shard(collection, kind)
+        if sh is None or limit < 1:
+            return []
+        request = ScrollRequest(
+            limit=limit,
+            filter=Filter(must=[FieldCondition(key=key, match=MatchValue(value))]),
+            with_payload=True,
+            with_vector=False,
+        )
+
+        def run() -> list[Hit]:
+            records, _ = sh.handle.scroll(request)
+            return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+
+        return await self._edge.call(run)
 
     async def count(self, collection: str, kind: Kind) -> int:
         check_target(collection, kind)
