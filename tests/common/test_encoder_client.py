@@ -179,3 +179,52 @@ async def test_one_url_behaves_as_before() -> None:
     finally:
         await client.aclose()
     assert replicas.calls == [A, A, A]
+
+
+async def test_the_last_gpu_memory_an_encoder_reported_is_kept() -> None:
+    """``X-GPU-Memory-Used`` of each embed answer (pixels or texts, any replica); a
+    missing or malformed header (an older encoder) keeps the last value."""
+    reported = iter(["1234", "77", None, "12x", "-5", "9" * 30, " 5 "])
+
+    def encoder(request: httpx.Request) -> httpx.Response:
+        answer = healthy(request)
+        value = next(reported)
+        if value is not None:
+            answer.headers["X-GPU-Memory-Used"] = value
+        return answer
+
+    client = Replicas({A: encoder, B: encoder}).client()
+    try:
+        assert client.gpu_memory_used == 0
+        seen = []
+        for i in range(7):
+            if i % 2:
+                await client.embed_texts(["a"])
+            else:
+                await client.embed_pixels(np.zeros((1, 2, 2, 3), dtype=np.uint8))
+            seen.append(client.gpu_memory_used)
+    finally:
+        await client.aclose()
+    assert seen == [1234, 77, 77, 77, 77, 77, 5]
+
+
+async def test_gpu_available_comes_from_the_encoder_or_its_device() -> None:
+    def answering_health(extra: dict[str, object], device: str) -> Behaviour:
+        def answer(request: httpx.Request) -> httpx.Response:
+            info = {"model": "m", "pretrained": "p", "dim": DIM, "image_size": 2}
+            return httpx.Response(200, json={**info, "device": device, "dtype": "f", **extra})
+
+        return answer
+
+    cases = [
+        ({"gpu_available": True}, "cuda", True),
+        ({"gpu_available": False}, "cpu", False),
+        ({}, "cuda:1", True),  # an encoder from before the field
+        ({}, "cpu", False),
+    ]
+    for extra, device, expected in cases:
+        client = Replicas({A: answering_health(extra, device)}).client()
+        try:
+            assert (await client.info()).gpu_available is expected
+        finally:
+            await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from imgsearch_encoder import create_app
 
@@ -130,6 +131,7 @@ async def test_health_describes_the_model(encoder) -> None:
         "model": "ViT-B-32",
         "pretrained": "random",
         "device": "cpu",
+        "gpu_available": False,
         "dtype": "float32",
         "max_batch_size": 5,
         "dim": 512,
@@ -158,3 +160,30 @@ async def test_metrics_are_exposed(encoder, embed_pixels) -> None:
         assert name in text
     # The registry is the app's own: nothing of prometheus_client's global one.
     assert "python_gc_objects_collected_total" not in text
+
+
+async def test_embed_answers_say_the_gpu_memory_in_use(encoder, auth) -> None:
+    """``X-GPU-Memory-Used`` on both embed answers (the search API's ``gpu_memory_used``):
+    ``0`` on the CPU."""
+    pixels = await encoder.client.post(
+        "/v1/embed/pixels", content=bytes(CROP_BYTES), headers={**auth, "X-Crop-Count": "1"}
+    )
+    texts = await encoder.client.post("/v1/embed/texts", json={"texts": ["a"]}, headers=auth)
+    for response in (pixels, texts):
+        assert response.status_code == 200, response.text
+        assert response.headers["X-GPU-Memory-Used"] == "0"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+async def test_on_cuda_the_gpu_is_available_and_its_memory_reported(
+    run_encoder, make_settings, auth
+) -> None:
+    async with run_encoder(make_settings(device="cuda")) as running:
+        health = (await running.client.get("/health")).json()
+        pixels = await running.client.post(
+            "/v1/embed/pixels", content=bytes(CROP_BYTES), headers={**auth, "X-Crop-Count": "1"}
+        )
+    assert health["device"].startswith("cuda") and health["gpu_available"] is True
+    assert pixels.status_code == 200, pixels.text
+    # The weights alone (ViT-B-32, fp16) take well over 100 MB.
+    assert int(pixels.headers["X-GPU-Memory-Used"]) > 100_000_000

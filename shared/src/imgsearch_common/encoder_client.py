@@ -55,6 +55,12 @@ class EncoderInfo:
     image_size: int
     device: str
     dtype: str
+    #: The model runs on a GPU (an encoder from before the field: its device is CUDA).
+    gpu_available: bool = False
+
+
+#: Header of the encoder's embed answers: bytes allocated on its GPU (0 on the CPU).
+GPU_MEMORY_HEADER = "X-GPU-Memory-Used"
 
 
 def split_urls(base_url: str) -> list[str]:
@@ -110,6 +116,8 @@ class EncoderClient:
         self._max_overload_retries = max_overload_retries
         self._down_for_s = down_for_s
         self._info: EncoderInfo | None = None
+        #: ``X-GPU-Memory-Used`` of the last embed answer (of any replica); 0 before one.
+        self.gpu_memory_used = 0
 
     @property
     def urls(self) -> list[str]:
@@ -122,13 +130,15 @@ class EncoderClient:
     async def info(self, *, refresh: bool = False) -> EncoderInfo:
         if self._info is None or refresh:
             body = (await self._request("GET", "/health")).json()
+            device = str(body["device"])
             self._info = EncoderInfo(
                 model=str(body["model"]),
                 pretrained=str(body["pretrained"]),
                 dim=int(body["dim"]),
                 image_size=int(body["image_size"]),
-                device=str(body["device"]),
+                device=device,
                 dtype=str(body["dtype"]),
+                gpu_available=bool(body.get("gpu_available", device.startswith("cuda"))),
             )
         return self._info
 
@@ -158,6 +168,7 @@ class EncoderClient:
                 "X-Priority": self.priority,
             },
         )
+        self._note_memory(response)
         dim = int(response.headers.get("X-Embedding-Dim", "0"))
         vectors = np.frombuffer(response.content, dtype="<f4")
         if dim <= 0 or vectors.size != n * dim:
@@ -168,7 +179,15 @@ class EncoderClient:
         response = await self._request(
             "POST", "/v1/embed/texts", json={"texts": texts}, headers={"X-Priority": self.priority}
         )
+        self._note_memory(response)
         return np.asarray(response.json()["embeddings"], dtype=np.float32)
+
+    def _note_memory(self, response: httpx.Response) -> None:
+        """Keep the answer's ``X-GPU-Memory-Used``; a missing or malformed one (an older
+        encoder) leaves the last value."""
+        raw = response.headers.get(GPU_MEMORY_HEADER, "").strip()
+        if raw.isascii() and raw.isdigit() and len(raw) <= 20:
+            self.gpu_memory_used = int(raw)
 
     # --- routing --------------------------------------------------------------------------
 

@@ -93,6 +93,42 @@ class SearchResponse(BaseModel):
     processing_time_ms: float
     #: Server-side time split (decode, encode, vector_search, aggregate, ...).
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    #: Bytes allocated on the encoder's GPU, as its last answer reported them
+    #: (``X-GPU-Memory-Used``); 0 on the CPU. The original system's field.
+    gpu_memory_used: int = 0
+
+
+class IndexedCounts(BaseModel):
+    """Points of one collection, or of all: images and their windows ("regions")."""
+
+    full_images: int
+    partial_images: int
+
+
+class StatusResponse(BaseModel):
+    """``GET /api/status``: the original system's ``status`` and ``indexed_images`` (totals),
+    and per collection, and the queue's depth."""
+
+    status: Literal["ok"] = "ok"
+    indexed_images: IndexedCounts
+    collections: dict[str, IndexedCounts] = Field(default_factory=dict)
+    #: ``pending`` (queued and delayed jobs), ``delayed``, ``dead_letters``.
+    queue: dict[str, int] = Field(default_factory=dict)
+
+
+class HealthResponse(BaseModel):
+    """``GET /health``: the original system's fields, and ours (``checks``)."""
+
+    #: ``degraded``: something a check names is unavailable (still answered 200).
+    status: Literal["healthy", "degraded"]
+    #: The encoder runs its model on a GPU (false while it does not answer).
+    gpu_available: bool
+    #: The vector store answered (Qdrant Edge or the Qdrant server).
+    qdrant_connected: bool
+    #: Points over every collection; null while the vector store does not answer.
+    collections: IndexedCounts | None
+    #: One line per dependency: ``ok ...``, or ``unavailable``.
+    checks: dict[str, str]
 
 
 class FolderIndexRequest(BaseModel):

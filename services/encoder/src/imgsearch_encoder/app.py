@@ -116,6 +116,12 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _memory_header(encoder: ClipEncoder) -> dict[str, str]:
+    """``X-GPU-Memory-Used``: the device's allocated bytes after this answer's batch (0 on
+    the CPU); the search API reports it as ``gpu_memory_used``, as the original system did."""
+    return {"X-GPU-Memory-Used": str(encoder.gpu_memory_used())}
+
+
 def _running(request: Request) -> tuple[ClipEncoder, DynamicBatcher]:
     encoder: ClipEncoder | None = getattr(request.app.state, "encoder", None)
     batcher: DynamicBatcher | None = getattr(request.app.state, "batcher", None)
@@ -187,7 +193,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         return Response(
             content=vectors.astype("<f4", copy=False).tobytes(),
             media_type=_OCTET_STREAM,
-            headers={"X-Embedding-Dim": str(vectors.shape[1])},
+            headers={"X-Embedding-Dim": str(vectors.shape[1]), **_memory_header(encoder)},
         )
 
     # Worst case of a valid body: every character JSON-escaped as a surrogate pair.
@@ -196,7 +202,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
     @app.post("/v1/embed/texts", dependencies=internal, openapi_extra=_TEXTS_OPENAPI)
     async def embed_texts(request: Request) -> JSONResponse:
         """``{"texts": [...]}`` → ``{"embeddings": [[...], ...], "dim": D}``."""
-        _, batcher = _running(request)
+        encoder, batcher = _running(request)
         priority = _priority(request)
         # Parsed here rather than by FastAPI, which would read and parse any body
         # (of any size) before the token is checked.
@@ -218,7 +224,10 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
                     f"texts[{i}] has {len(text)} characters; the limit is {settings.max_text_chars}"
                 )
         vectors = await batcher.encode_texts(texts, priority)
-        return JSONResponse({"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])})
+        return JSONResponse(
+            {"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])},
+            headers=_memory_header(encoder),
+        )
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -228,6 +237,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             "model": encoder.model_name,
             "pretrained": encoder.pretrained,
             "device": str(encoder.device),
+            "gpu_available": encoder.device.type == "cuda",
             "dtype": encoder.dtype,
             "max_batch_size": settings.batch_size_for(encoder.device.type),
             "dim": encoder.dim,

@@ -164,6 +164,13 @@ class ClipEncoder:
         self.encode_pixels(np.zeros((1, self.image_size, self.image_size, 3), dtype=np.uint8))
         self.encode_texts(["warm-up"])
 
+    def gpu_memory_used(self) -> int:
+        """Bytes of tensors allocated on the CUDA device; 0 on the CPU. A counter read of
+        torch's allocator (no device sync): cheap enough to report with every answer."""
+        if self.device.type != "cuda":
+            return 0
+        return int(torch.cuda.memory_allocated(self.device))
+
     def close(self) -> None:
         self.model.to("cpu")
         if self.device.type == "cuda":
