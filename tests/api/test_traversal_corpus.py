@@ -6,8 +6,9 @@ Canaries are files of unique content where no request may reach them: outside th
 through), and inside the API's data folder, which is not served (``data/secret/``, beside
 the Edge shards). The attacks:
 
-- request targets on every route that serves files or pages — ``/api/image/{id}``, ``/``,
-  ``/docs`` (and ``/static/``, which does not exist) — sent unnormalised
+- request targets on every route that serves files or pages — ``/api/image/{id}``,
+  ``/images/{name}`` and ``/static/images/{name}`` (the original system's, by name), ``/``,
+  ``/docs`` (and the rest of ``/static/``, which does not exist) — sent unnormalised
   (``tests/support/raw_asgi.py``: httpx would remove the ``..`` segments itself);
 - collection names with traversal, wherever a name is given;
 - payload paths forged through the internal hand-off with the token, links placed inside
@@ -111,7 +112,9 @@ TARGET_FORMS = [
     "%2e" * 3000,
 ]
 #: Routes that serve files or pages, and one that does not exist.
-PREFIXES = ["/api/image/", "/", "/docs/", "/static/"]
+PREFIXES = ["/api/image/", "/images/", "/static/images/", "/", "/docs/", "/static/"]
+#: The image routes, which get ``?collection=`` (the controls' collection).
+IMAGE_PREFIXES = ("/api/image/", "/images/", "/static/images/")
 #: Whole targets: queries of the page routes, segments after a route's full path.
 WHOLE_TARGETS = [
     "/?file=..%2f..%2f..%2fetc%2fpasswd",
@@ -357,6 +360,11 @@ async def test_the_controls_are_served(world: tuple[World, FastAPI, httpx.AsyncC
         target = f"/api/image/{image_id}?collection={COLLECTION}".encode()
         r = await asyncio.wait_for(raw_request(app, "GET", target), PROMPT_S)
         assert (r.status, r.body) == (200, content), (image_id, r.status, r.body[:200])
+    for name, image_id in (("ok.png", OK_ID), ("up.png", UPLOAD_ID)):
+        for prefix in ("/images/", "/static/images/"):
+            target = f"{prefix}{name}?collection={COLLECTION}".encode()
+            r = await asyncio.wait_for(raw_request(app, "GET", target), PROMPT_S)
+            assert (r.status, r.body) == (200, w.served_ok[image_id]), (target, r.status)
     page = await raw_request(app, "GET", b"/")
     docs = await raw_request(app, "GET", b"/docs")
     assert page.status == docs.status == 200
@@ -373,13 +381,13 @@ async def test_request_targets_never_reach_a_file(
     wrong: list[str] = []
     for template in targets:
         target = w.expand(template)
-        if template.startswith("/api/image/") and "collection" not in template:
+        if template.startswith(IMAGE_PREFIXES) and "collection" not in template:
             target += f"?collection={COLLECTION}"
         r: RawResponse = await asyncio.wait_for(raw_request(app, "GET", target.encode()), PROMPT_S)
         problem = _wrong(w, target[:160], r.status, r.body, ok_bodies=ok_bodies)
         if problem:
             wrong.append(problem)
-    assert wrong == [], f"{len(wrong)} of {len(targets)} targets got through"
+    assert wrong == [], f"{len(wrong)} of {len(targets)} targets got through:\n" + "\n".join(wrong)
 
 
 async def _answers_to_name(
@@ -389,6 +397,7 @@ async def _answers_to_name(
     name = unquote(form)
     png = _png((5, 5, 5))
     image = await raw_request(app, "GET", f"/api/image/{OK_ID}?collection={form}".encode())
+    by_name = await raw_request(app, "GET", f"/images/ok.png?collection={form}".encode())
     by_text = await client.post("/api/search/by-text", json={"text": "cat", "collection": name})
     upload = await client.post(
         "/api/index/upload",
@@ -401,6 +410,7 @@ async def _answers_to_name(
     handoff = await forge(client, name, [image_point(OK_ID, w.outside, name)])
     return {
         "image": (image.status, image.body),
+        "by name": (by_name.status, by_name.body),
         **{
             label: (r.status_code, r.content)
             for label, r in (
@@ -417,7 +427,7 @@ async def test_collection_names_with_traversal_are_refused(
     world: tuple[World, FastAPI, httpx.AsyncClient],
 ) -> None:
     """Each name is refused as a name (400 ``invalid_collection``) wherever one is given:
-    the image route, a search, an upload, a folder, the hand-off; no folder appears."""
+    the image routes, a search, an upload, a folder, the hand-off; no folder appears."""
     w, app, client = world
     before = sorted(p.name for p in w.lib.iterdir())
     wrong: list[str] = []
@@ -430,7 +440,9 @@ async def test_collection_names_with_traversal_are_refused(
                 problem = f"{what}: {status} {body[:160]!r}"
             if problem:
                 wrong.append(problem)
-    assert wrong == [], f"{len(wrong)} of {len(COLLECTION_FORMS) * 5} requests got through"
+    assert wrong == [], (
+        f"{len(wrong)} of {len(COLLECTION_FORMS) * 6} requests got through:\n" + "\n".join(wrong)
+    )
     assert sorted(p.name for p in w.lib.iterdir()) == before
 
 
@@ -460,7 +472,19 @@ async def test_forged_payload_paths_are_never_served(
         problem = _wrong(w, label, got.status, got.body, ok_bodies=[])
         if problem or got.status != 404 or _error_code(got.body) != "not_found":
             wrong.append(problem or f"{label}: {got.status} {got.body[:160]!r}")
-    assert wrong == [], f"{len(wrong)} of {len(cases)} forged paths got through"
+    # By name: every forged point's file name (``canary.png`` is many of them), on both
+    # routes of the original system.
+    names = {os.path.basename(path) or "x" for path in cases.values()}
+    for name in sorted(names):
+        for prefix in ("/images/", "/static/images/"):
+            target = f"{prefix}{quote(name, safe='')}?collection={COLLECTION}"
+            got = await asyncio.wait_for(raw_request(app, "GET", target.encode()), PROMPT_S)
+            problem = _wrong(w, target[:160], got.status, got.body, ok_bodies=[])
+            if problem or got.status != 404:
+                wrong.append(problem or f"{target[:160]}: {got.status} {got.body[:160]!r}")
+    assert wrong == [], f"{len(wrong)} of {len(cases)} forged paths got through:\n" + "\n".join(
+        wrong
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,16 @@ pytestmark = [pytest.mark.e2e]
 
 def test_api_and_encoder_health_and_metrics(stack: LocalStack) -> None:
     health = httpx.get(f"{stack.api_url}/health").json()
-    assert health["status"] == "ok"
+    # The original system's fields (its word for it: healthy), and our checks.
+    assert health["status"] == "healthy"
+    assert health["qdrant_connected"] is True
+    # From the encoder's own answer (true where its model runs on CUDA).
+    gpu = httpx.get(f"{stack.encoder_url}/health").json()["device"].startswith("cuda")
+    assert health["gpu_available"] is gpu
+    assert set(health["collections"]) == {"full_images", "partial_images"}
     assert health["checks"]["redis"] == "ok"
     assert health["checks"]["encoder"].startswith("ok (ViT-B-32/random")
+    assert health["checks"]["vector_store"] == "ok (EdgeVectorStore)"
     metrics = httpx.get(f"{stack.api_url}/metrics").text
     assert "imgsearch_api_requests_total" in metrics
     enc = httpx.get(f"{stack.encoder_url}/health").json()
@@ -26,6 +33,7 @@ def test_api_and_encoder_health_and_metrics(stack: LocalStack) -> None:
         512,
         224,
     )
+    assert enc["gpu_available"] is (enc["device"].startswith("cuda"))
     assert "# TYPE" in httpx.get(f"{stack.encoder_url}/metrics").text
 
 

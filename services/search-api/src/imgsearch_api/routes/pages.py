@@ -6,19 +6,22 @@ import asyncio
 import mimetypes
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from importlib import resources
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from imgsearch_common.encoder_client import EncoderInfo
 from imgsearch_common.errors import NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
-from imgsearch_common.payloads import ImagePayload
+from imgsearch_common.payloads import IMAGE_NAME_KEYS, NAME, ImagePayload
+from imgsearch_common.schemas import HealthResponse, IndexedCounts, StatusResponse
+from imgsearch_common.vectorstore.base import VectorStore
 
-from ..files import IndexedFiles
+from ..files import IndexedFiles, OpenedFile
 from ..state import AppState, get_state
 
 router = APIRouter()
@@ -27,6 +30,19 @@ State = Annotated[AppState, Depends(get_state)]
 HEALTH_CHECK_S = 2.0
 #: Bytes of an image file read per step while it is sent.
 IMAGE_CHUNK_BYTES = 256 * 1024
+#: Most images one name is looked up among (``GET /images/{filename}``): the most recently
+#: indexed of them that can be served is sent.
+MAX_NAME_MATCHES = 1000
+#: Longest name ``GET /images/{filename}`` looks up (longer: 404 without a lookup).
+MAX_NAME_CHARS = 4096
+#: The image routes' answers, as the OpenAPI schema states them.
+_IMAGE_ROUTE: dict[str, Any] = {
+    "response_class": StreamingResponse,
+    "responses": {
+        200: {"content": {"image/*": {}}, "description": "the image file"},
+        404: {"description": "no such image, or its file is not served"},
+    },
+}
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -35,26 +51,58 @@ async def page() -> HTMLResponse:
     return HTMLResponse(html)
 
 
-@router.get("/health", tags=["ops"])
-async def health(state: State) -> dict[str, Any]:
-    """Always answers (within about ``HEALTH_CHECK_S``): ``degraded`` names what is down."""
+@router.get("/health", tags=["ops"], response_model=HealthResponse)
+async def health(state: State) -> HealthResponse:
+    """Always answers 200 (within about ``HEALTH_CHECK_S``): ``degraded`` when a check says
+    ``unavailable``. Each dependency is asked at each call, side by side."""
+    seen: dict[str, Any] = {}
 
     async def redis() -> str:
         await state.redis.ping()
         return "ok"
 
     async def encoder() -> str:
-        info = await state.encoder.info()
+        info = await state.encoder.info(refresh=True)
+        seen["encoder"] = info
         return f"ok ({info.model}/{info.pretrained} on {info.device})"
 
-    redis_check, encoder_check = await asyncio.gather(_check(redis()), _check(encoder()))
-    checks = {
-        "redis": redis_check,
-        "encoder": encoder_check,
-        "vector_store": type(state.store).__name__,
-    }
+    async def store() -> str:
+        seen["counts"] = await _totals(state.store)
+        return f"ok ({type(state.store).__name__})"
+
+    redis_check, encoder_check, store_check = await asyncio.gather(
+        _check(redis()), _check(encoder()), _check(store())
+    )
+    checks = {"redis": redis_check, "encoder": encoder_check, "vector_store": store_check}
     ok = all(not v.startswith("unavailable") for v in checks.values())
-    return {"status": "ok" if ok else "degraded", "checks": checks}
+    info: EncoderInfo | None = seen.get("encoder") if encoder_check != "unavailable" else None
+    counts: IndexedCounts | None = seen.get("counts") if store_check != "unavailable" else None
+    return HealthResponse(
+        status="healthy" if ok else "degraded",
+        gpu_available=info is not None and info.gpu_available,
+        qdrant_connected=counts is not None,
+        collections=counts,
+        checks=checks,
+    )
+
+
+async def _counts(store: VectorStore) -> dict[str, IndexedCounts]:
+    """Images and windows of each collection."""
+    return {
+        name: IndexedCounts(
+            full_images=await store.count(name, "full"),
+            partial_images=await store.count(name, "window"),
+        )
+        for name in await store.collections()
+    }
+
+
+async def _totals(store: VectorStore) -> IndexedCounts:
+    collections = (await _counts(store)).values()
+    return IndexedCounts(
+        full_images=sum(c.full_images for c in collections),
+        partial_images=sum(c.partial_images for c in collections),
+    )
 
 
 async def _check(probe: Awaitable[str]) -> str:
@@ -71,27 +119,19 @@ async def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/status", tags=["ops"])
-async def status(state: State) -> dict[str, Any]:
-    collections: dict[str, dict[str, int]] = {}
-    for name in await state.store.collections():
-        collections[name] = {
-            "full_images": await state.store.count(name, "full"),
-            "partial_images": await state.store.count(name, "window"),
-        }
-    totals = {
-        "full_images": sum(c["full_images"] for c in collections.values()),
-        "partial_images": sum(c["partial_images"] for c in collections.values()),
-    }
-    return {
-        "status": "ok",
-        "indexed_images": totals,
-        "collections": collections,
-        "queue": await state.queue.depth(),
-    }
+@router.get("/api/status", tags=["ops"], response_model=StatusResponse)
+async def status(state: State) -> StatusResponse:
+    collections = await _counts(state.store)
+    totals = IndexedCounts(
+        full_images=sum(c.full_images for c in collections.values()),
+        partial_images=sum(c.partial_images for c in collections.values()),
+    )
+    return StatusResponse(
+        indexed_images=totals, collections=collections, queue=await state.queue.depth()
+    )
 
 
-@router.get("/api/image/{image_id}", tags=["search"])
+@router.get("/api/image/{image_id}", tags=["search"], **_IMAGE_ROUTE)
 async def image(
     state: State, image_id: str, collection: str = DEFAULT_COLLECTION
 ) -> StreamingResponse:
@@ -106,11 +146,89 @@ async def image(
     payload = ImagePayload.read(hits[0].payload) if hits else None
     if payload is None:
         raise NotFound("no such image")
-    files = IndexedFiles.of(state.settings.index_roots, state.settings.uploads_path())
-    opened = await asyncio.to_thread(files.open, payload.file_path)
+    opened = await asyncio.to_thread(_files(state).open, payload.file_path)
     if opened is None:
         raise NotFound("the image file is not available")
-    # Sent from the descriptor that passed the check, not reopened by name.
+    return _send(opened)
+
+
+FileName = Annotated[
+    str,
+    Path(
+        description="the name the image was indexed under: its file name (`cat.jpg`) or, "
+        "for a folder's file, its path under the folder (`2024/summer/cat.jpg`)"
+    ),
+]
+
+
+@router.get("/images/{filename:path}", tags=["search"], **_IMAGE_ROUTE)
+async def image_by_name(
+    state: State, filename: FileName, collection: str = DEFAULT_COLLECTION
+) -> StreamingResponse:
+    """The original system's route: the file of the indexed image named ``filename``,
+    the most recently indexed one when several share the name. A name without a folder
+    also matches images by their file name (``metadata.filename``). Served under the
+    same rule as ``/api/image/{image_id}``; else 404."""
+    return await _image_named(state, filename, collection)
+
+
+@router.get("/static/images/{filename:path}", tags=["search"], **_IMAGE_ROUTE)
+async def static_image_by_name(
+    state: State, filename: FileName, collection: str = DEFAULT_COLLECTION
+) -> StreamingResponse:
+    """The same as ``/images/{filename}`` (the original system served both)."""
+    return await _image_named(state, filename, collection)
+
+
+async def _image_named(state: AppState, name: str, collection: str) -> StreamingResponse:
+    validate_collection(collection)
+    if not _lookup_name(name):
+        raise NotFound("no such image")
+    # Only names the index holds are looked at: the request's name is matched whole,
+    # never joined to a folder; the payload's path then passes the one serving rule.
+    keys = (NAME,) if "/" in name else IMAGE_NAME_KEYS
+    payloads: dict[str, ImagePayload] = {}
+    for key in keys:
+        for hit in await state.store.find(collection, "full", key, name, MAX_NAME_MATCHES):
+            payload = ImagePayload.read(hit.payload)
+            if payload is not None:
+                payloads[hit.id] = payload
+    if not payloads:
+        raise NotFound("no such image")
+    newest_first = sorted(payloads.values(), key=lambda p: p.indexed_at, reverse=True)
+    opened = await asyncio.to_thread(_first_served, _files(state), newest_first)
+    if opened is None:
+        raise NotFound("the image file is not available")
+    return _send(opened)
+
+
+def _lookup_name(name: str) -> bool:
+    """Whether ``name`` may be an indexed image's name: not empty, not too long, relative,
+    no ``.``, ``..`` or empty parts, no control characters. What fails is answered 404
+    without a lookup (no indexed name has these forms)."""
+    if not name or len(name) > MAX_NAME_CHARS or name.startswith("/"):
+        return False
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def _first_served(files: IndexedFiles, payloads: Sequence[ImagePayload]) -> OpenedFile | None:
+    """The first of ``payloads`` whose file the serving rule lets through, opened.
+    Blocking (file system calls): run it off the event loop."""
+    for payload in payloads:
+        opened = files.open(payload.file_path)
+        if opened is not None:
+            return opened
+    return None
+
+
+def _files(state: AppState) -> IndexedFiles:
+    return IndexedFiles.of(state.settings.index_roots, state.settings.uploads_path())
+
+
+def _send(opened: OpenedFile) -> StreamingResponse:
+    """Sent from the descriptor that passed the check, not reopened by name."""
     size = os.fstat(opened.file.fileno()).st_size
     media_type = mimetypes.guess_type(opened.path.name)[0] or "application/octet-stream"
     return StreamingResponse(
