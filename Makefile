@@ -9,7 +9,7 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             tools/pyproject.toml
 
 .PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu \
-        chaos load
+        chaos load fuzz
 .DEFAULT_GOAL := help
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test                      install on first use (system packages too, as root), lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
 	@echo "make chaos | load              fault campaign, load run (HARDENING.md; table + JSON)"
+	@echo "make fuzz  [FUZZ_EXAMPLES=500] schemathesis on every API operation, FUZZ_EXAMPLES cases each"
 	@echo "make lint | typecheck | clean"
 
 install: $(STAMP)
@@ -62,6 +63,14 @@ chaos: $(STAMP)
 
 load: $(STAMP)
 	$(BIN)/python -m benchmarks.load --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# Schemathesis against the API's own OpenAPI document, longer than the run in `make test`
+# (20 cases per operation there): FUZZ_EXAMPLES per operation, derandomised (reproducible).
+FUZZ_EXAMPLES ?= 500
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider -m fuzz \
+	    tests/api/test_fuzz.py --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (see benchmarks/README.md for the device run).
 bench-gpu:
