@@ -70,7 +70,7 @@ FUZZ_EXAMPLES ?= 500
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider -m fuzz \
-	    tests/api/test_fuzz.py --hypothesis-show-statistics $(PYTEST_ARGS)
+	    tests/api/test_fuzz.py -rA --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (see benchmarks/README.md for the device run).
 bench-gpu:
