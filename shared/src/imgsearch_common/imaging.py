@@ -84,6 +84,13 @@ _ORIENTATION_FIX = {
 #: Modes that :meth:`OpenedImage.decode_bounded` reduces as they are (the others are
 #: converted strip by strip, and only the reduced strips are kept).
 _REDUCIBLE_MODES = ("L", "RGB")
+#: 16-bit greyscale (PNG, TIFF): Pillow converts these to 8 bits by clipping at 255, not
+#: by scaling, so a 16-bit picture would come out nearly white
+#: (https://github.com/python-pillow/Pillow/issues/3011); :func:`_eight_bit` scales them.
+_SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N")
+#: The model's view of an image longer than this many times its short side is resampled
+#: from the part the centre crop keeps only (:func:`model_input`).
+_WHOLE_RESIZE_MAX_ASPECT = 8
 #: About this many bytes of converted pixels per strip.
 _STRIP_BYTES = 4 * 1024 * 1024
 
@@ -93,6 +100,10 @@ def _decoding_errors() -> Iterator[None]:
     """Translate Pillow's many failure modes into our hierarchy."""
     try:
         with warnings.catch_warnings():
+            # Pillow warns of metadata it skips (corrupt EXIF, tags larger than the file)
+            # and decodes on: the pixels are not at fault, and what is accepted must not
+            # depend on the process's warning filters (the tests make warnings errors).
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     except (ImageTooLarge, CorruptImage):
@@ -255,8 +266,17 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return open_image(data, max_pixels).decode()
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit greyscale as 8-bit greyscale (each level's high byte); other modes as they
+    are. ``I;16B`` and friends have no ``point``: they go through 32-bit ``I`` first."""
+    if img.mode not in _SIXTEEN_BIT_GREY:
+        return img
+    return img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Flatten transparency onto white (what a viewer shows), then convert to RGB."""
+    img = _eight_bit(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -267,20 +287,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _flat(img: Image.Image) -> Image.Image:
     """``img`` as L (1-bit, grey: a quarter of RGB's memory) or as RGB on white."""
+    img = _eight_bit(img)
     if img.mode in ("1", "L"):
         return img.convert("L")
     return _to_rgb(img)
 
 
-def resize_shortest(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the short side is ``size`` px, bicubic — as torchvision's ``Resize(size)``."""
-    width, height = img.size
+def _shortest_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size :func:`resize_shortest` gives a ``width`` x ``height`` image."""
     short, long = (width, height) if width <= height else (height, width)
     if short == size:
-        return img
+        return width, height
     new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
-    return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    return (size, new_long) if width <= height else (new_long, size)
+
+
+def resize_shortest(img: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is ``size`` px, bicubic — as torchvision's ``Resize(size)``."""
+    new_size = _shortest_size(*img.size, size)
+    if new_size == img.size:
+        return img
+    return img.resize(new_size, Image.Resampling.BICUBIC)
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -292,10 +319,33 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def model_input(img: Image.Image, size: int) -> np.ndarray:
-    """open_clip's eval preprocessing up to uint8: ``(size, size, 3)`` uint8 RGB."""
-    out = center_crop(resize_shortest(img, size), size)
+    """open_clip's eval preprocessing up to uint8: ``(size, size, 3)`` uint8 RGB.
+
+    An image longer than ``_WHOLE_RESIZE_MAX_ASPECT`` times its short side is not resized
+    whole: a 1 x 65535 strip (a few hundred bytes of PNG) would become 224 x 14.7 million
+    pixels, 13 GB. Only the part the centre crop keeps is resampled, at the same scale
+    (``Image.resize(box=...)``); Pillow then runs its two passes over other pixels, so the
+    result may differ from open_clip's by a few levels. Other images: open_clip's exactly.
+    """
+    width, height = img.size
+    if max(width, height) > _WHOLE_RESIZE_MAX_ASPECT * min(width, height):
+        out = _centre_view(img, size)
+    else:
+        out = center_crop(resize_shortest(img, size), size)
     arr = np.asarray(out.convert("RGB"), dtype=np.uint8)
     return arr
+
+
+def _centre_view(img: Image.Image, size: int) -> Image.Image:
+    """What ``center_crop(resize_shortest(img, size), size)`` shows, resampled from the
+    part of ``img`` it covers."""
+    width, height = img.size
+    new_w, new_h = _shortest_size(width, height, size)
+    left = round((new_w - size) / 2.0)
+    top = round((new_h - size) / 2.0)
+    fx, fy = width / new_w, height / new_h
+    box = (left * fx, top * fy, (left + size) * fx, (top + size) * fy)
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
 def crops_to_model_inputs(img: Image.Image, boxes: Sequence[Box], size: int) -> np.ndarray:
