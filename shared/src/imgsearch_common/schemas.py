@@ -8,9 +8,10 @@ The response shape follows the original system's (``results[]`` with ``id``, ``s
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from .ids import DEFAULT_COLLECTION
 
@@ -186,3 +187,43 @@ class RequeueResult(BaseModel):
     requeued: int
     #: The requeued jobs count in new batches, one per collection: follow them there.
     batches: list[BatchQueued] = Field(default_factory=list)
+
+
+class ErrorDetail(BaseModel):
+    """One reason a request did not validate: where (``loc``: ``body``, ``query``, ``path``,
+    ``header`` or ``cookie``, then the field's path) and why (``msg``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int]
+    msg: str
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """The schema of a field that is absent when unset: no `default: null` beside its type."""
+    schema.pop("default", None)
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable ``code`` (``invalid_collection``, ``url_refused``,
+    ``validation_error``, ``overloaded``, ...; ``imgsearch_common.errors``) and a message
+    safe to show."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    #: Only on ``validation_error`` answers of a request that did not validate; absent
+    #: otherwise (never null).
+    details: list[ErrorDetail] | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_no_default
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of every service: ``{"error": {"code", "message", "details"?}}``,
+    as ``imgsearch_common.errors`` writes it. Described here for the OpenAPI document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorBody
