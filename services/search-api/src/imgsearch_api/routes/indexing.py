@@ -25,17 +25,18 @@ from imgsearch_common.schemas import (
 
 from ..security import require_api_key
 from ..state import AppState, get_state
+from . import openapi
 
 router = APIRouter(prefix="/api/index", tags=["indexing"], dependencies=[Depends(require_api_key)])
 State = Annotated[AppState, Depends(get_state)]
 
 
-@router.post("/folder", response_model=BatchQueued, status_code=202)
+@router.post("/folder", response_model=BatchQueued, status_code=202, responses=openapi.INDEX_FOLDER)
 async def index_folder(state: State, body: FolderIndexRequest) -> BatchQueued:
     return await state.indexing.queue_folder(body)
 
 
-@router.post("/upload", response_model=BatchQueued, status_code=202)
+@router.post("/upload", response_model=BatchQueued, status_code=202, responses=openapi.INDEX_UPLOAD)
 async def index_upload(
     state: State,
     files: Annotated[list[UploadFile], File(description="one or more images")],
@@ -45,12 +46,12 @@ async def index_upload(
     return await state.indexing.queue_uploads(collection, named)
 
 
-@router.post("/url", response_model=BatchQueued, status_code=202)
+@router.post("/url", response_model=BatchQueued, status_code=202, responses=openapi.INDEX_URL)
 async def index_url(state: State, body: UrlIndexRequest) -> BatchQueued:
     return await state.indexing.queue_url(body)
 
 
-@router.get("/batches/{batch_id}", response_model=BatchStatus)
+@router.get("/batches/{batch_id}", response_model=BatchStatus, responses=openapi.BATCH_STATUS)
 async def batch_status(state: State, batch_id: str) -> BatchStatus:
     if not batch_id.isalnum() or len(batch_id) > 64:
         raise NotFound("no such batch")
@@ -60,13 +61,13 @@ async def batch_status(state: State, batch_id: str) -> BatchStatus:
     return status
 
 
-@router.get("/dead-letters")
+@router.get("/dead-letters", responses=openapi.DEAD_LETTERS)
 async def dead_letters(state: State, count: int = 100) -> dict[str, Any]:
     count = max(1, min(count, 1000))
     return {"dead_letters": await state.queue.dead_letters(count)}
 
 
-@router.post("/dead-letters/requeue", response_model=RequeueResult)
+@router.post("/dead-letters/requeue", response_model=RequeueResult, responses=openapi.REQUEUE)
 async def requeue_dead_letters(
     state: State, body: Annotated[RequeueRequest | None, Body()] = None
 ) -> RequeueResult:

@@ -23,6 +23,7 @@ from imgsearch_common.vectorstore.base import VectorStore
 
 from ..files import IndexedFiles, OpenedFile
 from ..state import AppState, get_state
+from . import openapi
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
@@ -40,7 +41,7 @@ _IMAGE_ROUTE: dict[str, Any] = {
     "response_class": StreamingResponse,
     "responses": {
         200: {"content": {"image/*": {}}, "description": "the image file"},
-        404: {"description": "no such image, or its file is not served"},
+        **openapi.IMAGE_FILE,
     },
 }
 
@@ -51,7 +52,7 @@ async def page() -> HTMLResponse:
     return HTMLResponse(html)
 
 
-@router.get("/health", tags=["ops"], response_model=HealthResponse)
+@router.get("/health", tags=["ops"], response_model=HealthResponse, responses=openapi.HEALTH)
 async def health(state: State) -> HealthResponse:
     """Always answers 200 (within about ``HEALTH_CHECK_S``): ``degraded`` when a check says
     ``unavailable``. Each dependency is asked at each call, side by side."""
@@ -119,7 +120,7 @@ async def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/status", tags=["ops"], response_model=StatusResponse)
+@router.get("/api/status", tags=["ops"], response_model=StatusResponse, responses=openapi.STATUS)
 async def status(state: State) -> StatusResponse:
     collections = await _counts(state.store)
     totals = IndexedCounts(

@@ -19,6 +19,7 @@ from imgsearch_common.schemas import (
 
 from ..search import ImageSearch, SearchScope
 from ..state import AppState, get_state
+from . import openapi
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 State = Annotated[AppState, Depends(get_state)]
@@ -30,7 +31,7 @@ def _observe(state: AppState, response: SearchResponse) -> SearchResponse:
     return response
 
 
-@router.post("/by-image", response_model=SearchResponse)
+@router.post("/by-image", response_model=SearchResponse, responses=openapi.SEARCH_BY_IMAGE)
 async def search_by_image(
     state: State,
     file: Annotated[UploadFile, File(description="the query image")],
@@ -60,14 +61,14 @@ async def search_by_image(
     return _observe(state, response)
 
 
-@router.post("/by-url", response_model=SearchResponse)
+@router.post("/by-url", response_model=SearchResponse, responses=openapi.SEARCH_BY_URL)
 async def search_by_url(state: State, body: UrlSearchRequest) -> SearchResponse:
     data = await state.fetcher.fetch(body.url)
     response = await state.search.by_image(data, ImageSearch.from_options(body))
     return _observe(state, response)
 
 
-@router.post("/by-text", response_model=SearchResponse)
+@router.post("/by-text", response_model=SearchResponse, responses=openapi.SEARCH_BY_TEXT)
 async def search_by_text(state: State, body: TextSearchRequest) -> SearchResponse:
     if not body.text.strip():
         raise EmptyInput("the text is empty")
