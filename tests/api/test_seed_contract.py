@@ -263,10 +263,13 @@ async def test_a_name_serves_the_most_recently_indexed_image_of_that_name(seed: 
             got = await seed.checked("GET", template, template.replace("{filename}", name))
             assert (got.status_code, got.content) == (200, seed.content[name]), name
         for missing in ("dog.jpg", "summer/cat.jpg", "2024/cat.jpg", "photos/cat.jpg"):
-            got = await seed.client.get(template.replace("{filename}", missing))
+            # The 404 validates against the document's error schema too.
+            got = await seed.checked("GET", template, template.replace("{filename}", missing))
             assert got.status_code == 404, missing
             assert got.json()["error"]["code"] == "not_found"
-    other = await seed.client.get("/images/cat.jpg", params={"collection": "elsewhere"})
+    other = await seed.checked(
+        "GET", "/images/{filename}", "/images/cat.jpg", params={"collection": "elsewhere"}
+    )
     assert other.status_code == 404
 
 
