@@ -1,6 +1,9 @@
 """Schemathesis against the search API's own OpenAPI document (``app.openapi()``), every
 operation: no answer may be a server error, and every answer must match what the
-document says of it (status, content type, body schema).
+document says of it: its status is one the operation declares (the error statuses too:
+``routes/openapi.py``), its content type, its declared headers (``Retry-After`` on 429 and
+503, ``WWW-Authenticate`` on 401) and its body's schema (errors: ``ErrorResponse``, our
+one error shape, which the document's 422 is too).
 
 The app is the real search API with its own Edge shard and its own Redis database (no
 worker reads it: queued jobs stay queued and are flushed afterwards), the in-process
@@ -30,7 +33,12 @@ from PIL import Image
 from redis import Redis
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from imgsearch_api.app import create_app
 from imgsearch_api.settings import ApiSettings
@@ -44,6 +52,14 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 REDIS_DB = "11"
 #: The ``Host`` schemathesis' ASGI client sends.
 HOST = asgi.HOST
+#: What every answer is checked for.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def _png() -> bytes:
@@ -74,6 +90,8 @@ def _document() -> dict[str, Any]:
 schema = schemathesis.openapi.from_dict(_document())
 #: Answers of the fuzzed app by operation and status (the record ``make fuzz`` prints).
 ANSWERS: defaultdict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+#: The error codes of those answers, by operation and status.
+CODES: defaultdict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +130,23 @@ def fuzzed_app(
 )
 def test_no_server_error_and_answers_as_documented(case: Any, fuzzed_app: Any) -> None:
     response = case.call(app=fuzzed_app)
-    ANSWERS[(case.operation.method.upper(), case.operation.path)][response.status_code] += 1
-    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+    operation = (case.operation.method.upper(), case.operation.path)
+    ANSWERS[operation][response.status_code] += 1
+    if response.status_code >= 400:
+        CODES[(*operation, response.status_code)][_error_code(response)] += 1
+    case.validate_response(response, checks=CHECKS)
+
+
+def _error_code(response: Any) -> str:
+    """The ``error.code`` of an error answer, or what its body is instead."""
+    try:
+        return str(response.json()["error"]["code"])
+    except Exception:
+        return f"not our shape ({response.headers.get('content-type')})"
+
+
+def _codes(codes: Counter[str]) -> str:
+    return f" ({', '.join(f'{code} {n}' for code, n in codes.most_common())})" if codes else ""
 
 
 def _operations() -> set[tuple[str, str]]:
@@ -139,5 +172,8 @@ def test_every_operation_was_fuzzed() -> None:
     total = sum(sum(by_status.values()) for by_status in ANSWERS.values())
     print(f"\n{total} requests, {EXAMPLES} examples per operation; answers by status:")
     for (method, path), by_status in sorted(ANSWERS.items()):
-        statuses = ", ".join(f"{n} x {status}" for status, n in sorted(by_status.items()))
+        statuses = ", ".join(
+            f"{n} x {status}{_codes(CODES[(method, path, status)])}"
+            for status, n in sorted(by_status.items())
+        )
         print(f"  {method} {path}: {statuses}")
