@@ -86,6 +86,13 @@ def test_every_write_declares_the_body_parse_error() -> None:
             assert "`http_400`" in answer["description"], path
 
 
+def test_the_name_routes_declare_the_404_of_no_route() -> None:
+    """A name with a line feed matches no route (``{filename:path}`` is ``.*``): Starlette's
+    404, ``http_404``, which the fuzz met."""
+    for path in ("/images/{filename}", "/static/images/{filename}"):
+        assert "`http_404`" in SPEC["paths"][path]["get"]["responses"]["404"]["description"]
+
+
 def test_the_422_is_ours_not_fastapis() -> None:
     """FastAPI adds its own 422 (``HTTPValidationError``) to any operation that does not
     declare one: every operation with parameters declares ours."""
@@ -238,6 +245,7 @@ ANSWERS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         404,
         "not_found",
     ),
+    ("GET", "/images/{filename}", "/images/a%0Ab.jpg", {}, 404, "http_404"),
     (
         "GET",
         "/api/index/dead-letters",

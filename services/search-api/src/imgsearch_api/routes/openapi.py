@@ -189,9 +189,14 @@ DEAD_LETTERS = declare(*INDEXING, VALIDATION)
 REQUEUE = declare(*INDEXING, *WRITE)
 HEALTH = declare(HOST)
 STATUS = declare(HOST, QUEUE_DOWN)
-IMAGE_FILE = declare(
+_IMAGE_FILE = (
     HOST,
     COLLECTION,
     VALIDATION,
     Answer(404, "`not_found`: no such image, or its file is not served"),
+)
+IMAGE_BY_ID = declare(*_IMAGE_FILE)
+#: ``{filename:path}`` is ``.*``, which stops at a line feed: such a name matches no route.
+IMAGE_BY_NAME = declare(
+    *_IMAGE_FILE, Answer(404, "`http_404`: the name has a line feed (no route matches it)")
 )

@@ -36,13 +36,18 @@ IMAGE_CHUNK_BYTES = 256 * 1024
 MAX_NAME_MATCHES = 1000
 #: Longest name ``GET /images/{filename}`` looks up (longer: 404 without a lookup).
 MAX_NAME_CHARS = 4096
-#: The image routes' answers, as the OpenAPI schema states them.
+#: The image routes' success, as the OpenAPI schema states it.
+_IMAGE_SENT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {}}, "description": "the image file"}
+}
+#: The image routes' answers, by id and by name.
 _IMAGE_ROUTE: dict[str, Any] = {
     "response_class": StreamingResponse,
-    "responses": {
-        200: {"content": {"image/*": {}}, "description": "the image file"},
-        **openapi.IMAGE_FILE,
-    },
+    "responses": {**_IMAGE_SENT, **openapi.IMAGE_BY_ID},
+}
+_IMAGE_NAME_ROUTE: dict[str, Any] = {
+    "response_class": StreamingResponse,
+    "responses": {**_IMAGE_SENT, **openapi.IMAGE_BY_NAME},
 }
 
 
@@ -162,7 +167,7 @@ FileName = Annotated[
 ]
 
 
-@router.get("/images/{filename:path}", tags=["search"], **_IMAGE_ROUTE)
+@router.get("/images/{filename:path}", tags=["search"], **_IMAGE_NAME_ROUTE)
 async def image_by_name(
     state: State, filename: FileName, collection: str = DEFAULT_COLLECTION
 ) -> StreamingResponse:
@@ -173,7 +178,7 @@ async def image_by_name(
     return await _image_named(state, filename, collection)
 
 
-@router.get("/static/images/{filename:path}", tags=["search"], **_IMAGE_ROUTE)
+@router.get("/static/images/{filename:path}", tags=["search"], **_IMAGE_NAME_ROUTE)
 async def static_image_by_name(
     state: State, filename: FileName, collection: str = DEFAULT_COLLECTION
 ) -> StreamingResponse:
