@@ -133,6 +133,8 @@ async def test_health_describes_the_model(encoder) -> None:
         "device": "cpu",
         "gpu_available": False,
         "dtype": "float32",
+        "engine": "torch",
+        "precision": "fp32",
         "max_batch_size": 5,
         "dim": 512,
         "image_size": 224,

@@ -31,7 +31,7 @@ from imgsearch_common.errors import (
 
 from .batcher import DEFAULT_LANE, LANES, DynamicBatcher
 from .metrics import EncoderMetrics
-from .model import ClipEncoder, load_encoder
+from .model import Engine, load_encoder
 from .settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -116,14 +116,14 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _memory_header(encoder: ClipEncoder) -> dict[str, str]:
+def _memory_header(encoder: Engine) -> dict[str, str]:
     """``X-GPU-Memory-Used``: the device's allocated bytes after this answer's batch (0 on
     the CPU); the search API reports it as ``gpu_memory_used``, as the original system did."""
     return {"X-GPU-Memory-Used": str(encoder.gpu_memory_used())}
 
 
-def _running(request: Request) -> tuple[ClipEncoder, DynamicBatcher]:
-    encoder: ClipEncoder | None = getattr(request.app.state, "encoder", None)
+def _running(request: Request) -> tuple[Engine, DynamicBatcher]:
+    encoder: Engine | None = getattr(request.app.state, "encoder", None)
     batcher: DynamicBatcher | None = getattr(request.app.state, "batcher", None)
     if encoder is None or batcher is None:
         raise UpstreamUnavailable("the model is not loaded", retry_after=5)
@@ -239,6 +239,8 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             "device": str(encoder.device),
             "gpu_available": encoder.device.type == "cuda",
             "dtype": encoder.dtype,
+            "engine": encoder.engine,
+            "precision": encoder.precision,
             "max_batch_size": settings.batch_size_for(encoder.device.type),
             "dim": encoder.dim,
             "image_size": encoder.image_size,

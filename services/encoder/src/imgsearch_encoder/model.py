@@ -8,6 +8,10 @@ uint8 crosses the PCIe bus) and the forward pass.
 
 Both encode calls block; the batcher runs them in its model thread.
 
+Two engines run the loaded model (``ENCODER_ENGINE``): :class:`ClipEncoder` (torch, here)
+and ``onnx_engine.OnnxEncoder`` (the same model exported to ONNX, run by ONNX Runtime on
+the CPU). Both satisfy :class:`Engine`, which is all the batcher and the app see.
+
 On CUDA with ``GPU_MIXED_PRECISION`` the weights themselves are cast to fp16 (rather
 than autocast, which re-casts every weight on every forward pass), and the crops go
 through a reused page-locked (pinned) staging buffer, so the host-to-device copy is a
@@ -19,8 +23,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import open_clip
@@ -31,12 +36,85 @@ from .settings import EncoderSettings
 
 log = logging.getLogger(__name__)
 
+#: ENCODER_PRECISION of the torch engine → (the weights' dtype, its name in /health).
+_TORCH_DTYPES = {
+    "fp32": (torch.float32, "float32"),
+    "fp16": (torch.float16, "float16"),
+    "bf16": (torch.bfloat16, "bfloat16"),
+}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
 
 class ModelLoadError(RuntimeError):
     """The configured model cannot be loaded; the message says what to change."""
+
+
+class Engine(Protocol):
+    """A loaded model, whatever runs it: what the batcher, the app and /health use."""
+
+    #: ``torch`` or ``onnx`` (``ENCODER_ENGINE``).
+    engine: str
+    #: ``fp32``, ``fp16``, ``bf16`` or ``int8`` (``ENCODER_PRECISION``, resolved).
+    precision: str
+    model_name: str
+    pretrained: str
+    device: torch.device
+    #: ``float32``, ``float16``, ``bfloat16`` or ``int8``: what the forward pass computes in.
+    dtype: str
+    dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def warmup(self) -> None: ...
+
+    def gpu_memory_used(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's input: square side and the normalisation of its eval preprocessing."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def input_spec(model: torch.nn.Module, model_name: str) -> InputSpec:
+    """What open_clip's eval ``preprocess`` of ``model`` does, as the pixel wire format
+    needs it; raises :class:`ModelLoadError` for a non-square input."""
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if height != width:
+        raise ModelLoadError(
+            f"{model_name} expects {width}x{height} inputs; the pixel wire format "
+            "carries square crops only"
+        )
+    interpolation = cfg.get("interpolation", "bicubic")
+    resize_mode = cfg.get("resize_mode", "shortest")
+    if (interpolation, resize_mode) != ("bicubic", "shortest"):
+        # imaging.model_input reproduces only the bicubic shortest-side resize.
+        log.warning(
+            "%s preprocesses with %s interpolation and resize mode %r; the clients' "
+            "model_input() does bicubic shortest-side resize + centre crop, so their "
+            "crops will differ slightly from what this model was trained on",
+            model_name,
+            interpolation,
+            resize_mode,
+        )
+    return InputSpec(
+        image_size=int(height),
+        mean=tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+    )
 
 
 def _offline_hint(model_name: str) -> str:
@@ -64,7 +142,9 @@ def resolve_device(spec: str) -> torch.device:
 
 
 class ClipEncoder:
-    """A loaded open_clip model in eval mode, with the facts callers need about it."""
+    """A loaded open_clip model in eval mode, run by torch, with the facts callers need."""
+
+    engine = "torch"
 
     def __init__(
         self,
@@ -74,45 +154,35 @@ class ClipEncoder:
         model_name: str,
         pretrained: str,
         device: torch.device,
-        mixed_precision: bool,
+        mixed_precision: bool = False,
+        precision: str | None = None,
     ) -> None:
+        """``precision`` (fp32, fp16, bf16; the last two on CUDA only) wins over the older
+        ``mixed_precision`` (fp16 on CUDA), which applies when it is None."""
         self.model: Any = model  # open_clip.CLIP or a subclass (untyped upstream)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = device
-        self._half = device.type == "cuda" and mixed_precision
-        self._compute_dtype = torch.float16 if self._half else torch.float32
-        self.dtype = "float16" if self._half else "float32"
-        if self._half:
-            self.model.half()
+        if precision is None:
+            precision = "fp16" if device.type == "cuda" and mixed_precision else "fp32"
+        if precision not in _TORCH_DTYPES or (precision != "fp32" and device.type != "cuda"):
+            raise ModelLoadError(
+                f"ENCODER_PRECISION={precision} does not apply to the torch engine on "
+                f"{device.type}: {', '.join(_torch_precisions(device))} do"
+            )
+        self.precision = precision
+        self._compute_dtype, self.dtype = _TORCH_DTYPES[precision]
+        if self._compute_dtype != torch.float32:
+            self.model.to(self._compute_dtype)
         # Pinned host buffer the crops are copied into before going to the GPU (grown on
         # demand). Reusing it is safe: every call waits for its results before returning.
         self._staging: torch.Tensor | None = None
 
-        cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size", 224)
-        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        if height != width:
-            raise ModelLoadError(
-                f"{model_name} expects {width}x{height} inputs; the pixel wire format "
-                "carries square crops only"
-            )
-        self.image_size = int(height)
-        self.mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        self.std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
-        interpolation = cfg.get("interpolation", "bicubic")
-        resize_mode = cfg.get("resize_mode", "shortest")
-        if (interpolation, resize_mode) != ("bicubic", "shortest"):
-            # imaging.model_input reproduces only the bicubic shortest-side resize.
-            log.warning(
-                "%s preprocesses with %s interpolation and resize mode %r; the clients' "
-                "model_input() does bicubic shortest-side resize + centre crop, so their "
-                "crops will differ slightly from what this model was trained on",
-                model_name,
-                interpolation,
-                resize_mode,
-            )
+        spec = input_spec(model, model_name)
+        self.image_size = spec.image_size
+        self.mean = spec.mean
+        self.std = spec.std
         self._mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
@@ -177,6 +247,10 @@ class ClipEncoder:
             torch.cuda.empty_cache()
 
 
+def _torch_precisions(device: torch.device) -> list[str]:
+    return list(_TORCH_DTYPES) if device.type == "cuda" else ["fp32"]
+
+
 def _create_random(model_name: str, seed: int) -> torch.nn.Module:
     # The seed makes the weights identical in every process (indexer and searcher then
     # share one embedding space). fork_rng keeps the process-wide RNG untouched; the
@@ -235,11 +309,30 @@ def _module(model: object) -> torch.nn.Module:
     return model
 
 
-def load_encoder(settings: EncoderSettings) -> ClipEncoder:
-    """Load the model the settings name. Blocking (seconds); raises :class:`ModelLoadError`."""
+def load_encoder(settings: EncoderSettings) -> Engine:
+    """Load the model the settings name and the engine that runs it. Blocking (seconds;
+    the ONNX engine's first start exports the graphs, tens of seconds); raises
+    :class:`ModelLoadError`."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
+    if settings.encoder_engine == "onnx":
+        # The ONNX Runtime wheel the encoder installs runs on the CPU only.
+        device = torch.device("cpu") if settings.device.lower() == "auto" else None
+        device = device or resolve_device(settings.device)
+        if device.type != "cpu":
+            raise ModelLoadError(
+                f"ENCODER_ENGINE=onnx runs on the CPU (DEVICE={settings.device!r}); "
+                "set DEVICE=cpu or auto, or ENCODER_ENGINE=torch for the GPU"
+            )
+    else:
+        device = resolve_device(settings.device)
+        precision = settings.encoder_precision
+        if precision is not None and precision not in _torch_precisions(device):
+            raise ModelLoadError(
+                f"ENCODER_PRECISION={precision} does not apply to ENCODER_ENGINE=torch on "
+                f"{device.type}: {', '.join(_torch_precisions(device))} do"
+                + ("; int8 needs ENCODER_ENGINE=onnx" if precision == "int8" else "")
+            )
     name = settings.clip_model
     if not name.startswith(_SCHEMAS):
         name = name.replace("/", "-")  # open_clip's own spelling: ViT-B/32 → ViT-B-32
@@ -275,21 +368,37 @@ def load_encoder(settings: EncoderSettings) -> ClipEncoder:
             label = Path(label).name
 
     model.eval().requires_grad_(False)
-    model.to(device)
     tokenizer = open_clip.get_tokenizer(name)
-    encoder = ClipEncoder(
-        model,
-        tokenizer,
-        model_name=name,
-        pretrained=label,
-        device=device,
-        mixed_precision=settings.gpu_mixed_precision,
-    )
+    encoder: Engine
+    if settings.encoder_engine == "onnx":
+        from .onnx_engine import load_onnx_encoder  # only this engine needs onnx
+
+        encoder = load_onnx_encoder(
+            model,
+            tokenizer,
+            model_name=name,
+            pretrained=label,
+            precision=settings.encoder_precision or "fp32",
+            cache_root=settings.data_dir / "onnx",
+            threads=settings.torch_threads,
+        )
+    else:
+        model.to(device)
+        encoder = ClipEncoder(
+            model,
+            tokenizer,
+            model_name=name,
+            pretrained=label,
+            device=device,
+            mixed_precision=settings.gpu_mixed_precision,
+            precision=settings.encoder_precision,
+        )
     log.info(
-        "loaded %s (%s) on %s, %s, dim %d, input %dpx",
+        "loaded %s (%s) on %s, engine %s, %s, dim %d, input %dpx",
         name,
         label,
-        device,
+        encoder.device,
+        encoder.engine,
         encoder.dtype,
         encoder.dim,
         encoder.image_size,

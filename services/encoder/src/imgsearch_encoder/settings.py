@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from imgsearch_common.settings import CommonSettings
 
 #: Value of ``CLIP_PRETRAINED`` that selects seeded random weights (offline, not semantic).
 RANDOM_WEIGHTS = "random"
+#: ``ENCODER_ENGINE`` values: what runs the forward pass.
+ENGINES = ("torch", "onnx")
+#: ``ENCODER_PRECISION`` values, and the engines each applies to (the device is checked at
+#: start: fp16 and bf16 need CUDA).
+PRECISIONS = {"fp32": ENGINES, "int8": ("onnx",), "fp16": ("torch",), "bf16": ("torch",)}
 #: ``MAX_BATCH_SIZE`` when unset, per device type (measured: benchmarks/README.md).
 DEFAULT_BATCH_SIZES = {"cpu": 16, "cuda": 256}
 
@@ -26,6 +31,14 @@ class EncoderSettings(CommonSettings):
     #: fp16 on CUDA (the weights are cast to fp16): faster on tensor-core GPUs, embeddings
     #: differ from fp32 only slightly. Ignored on CPU, which always runs fp32.
     gpu_mixed_precision: bool = True
+    #: What runs the forward pass: ``torch`` (eager, CPU or CUDA) or ``onnx`` (the same
+    #: model exported to ONNX once, cached under ``DATA_DIR/onnx``, run by ONNX Runtime on
+    #: the CPU; measured faster there, see benchmarks/README.md).
+    encoder_engine: str = "torch"
+    #: ``fp32``; ``int8`` (onnx: dynamic quantization of the weights, faster on a CPU,
+    #: vectors slightly different); ``fp16``/``bf16`` (torch on CUDA). Unset: fp16 on CUDA
+    #: when ``gpu_mixed_precision``, else fp32.
+    encoder_precision: str | None = None
 
     encoder_host: str = "127.0.0.1"
     encoder_port: int = Field(default=8001, ge=1, le=65535)
@@ -61,7 +74,13 @@ class EncoderSettings(CommonSettings):
     #: torch intra-op threads; unset: torch's default (one per core).
     torch_threads: int | None = Field(default=None, ge=1)
 
-    @field_validator("max_batch_size", "torch_threads", "max_query_queue_items", mode="before")
+    @field_validator(
+        "max_batch_size",
+        "torch_threads",
+        "max_query_queue_items",
+        "encoder_precision",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # MAX_BATCH_SIZE= in an .env file means "use the default", not an error.
@@ -74,6 +93,28 @@ class EncoderSettings(CommonSettings):
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("encoder_engine", "encoder_precision")
+    @classmethod
+    def _known_choice(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        choices = ENGINES if info.field_name == "encoder_engine" else tuple(PRECISIONS)
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _precision_fits_engine(self) -> EncoderSettings:
+        precision = self.encoder_precision
+        if precision is not None and self.encoder_engine not in PRECISIONS[precision]:
+            engines = " or ".join(f"ENCODER_ENGINE={e}" for e in PRECISIONS[precision])
+            raise ValueError(
+                f"ENCODER_PRECISION={precision} does not apply to "
+                f"ENCODER_ENGINE={self.encoder_engine}; it needs {engines}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _request_fits_queue(self) -> EncoderSettings:
