@@ -3,7 +3,9 @@
 A program, not a test: it prints a table and writes JSON (``--out DIR``). Sections
 (``--only``, comma-separated; default all):
 
-- ``model``    crops/s of the bare open_clip image tower at its best batch size: the ceiling.
+- ``model``    crops/s of the bare open_clip image tower at its best batch size: the ceiling;
+               and each engine of ``--engines`` (torch fp32, ONNX Runtime fp32 and int8)
+               through its ``encode_pixels``, side by side in one run.
 - ``encoder``  crops/s through the encoder's HTTP API under concurrent load, as a ratio to
                ``model`` (measured again right after, to bracket the noise); latency p50/p99.
 - ``prep``     CPU cost per image of decode + windows, per format, for each decode option.
@@ -61,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name")
     p.add_argument("--pretrained", default="random", help="open_clip tag, checkpoint or random")
     p.add_argument("--fp32", action="store_true", help="fp32 on CUDA too (default fp16)")
+    p.add_argument(
+        "--engines",
+        default="torch-fp32,onnx-fp32,onnx-int8",
+        help="model section: ENCODER_ENGINE-ENCODER_PRECISION pairs compared side by side "
+        "(onnx ones on the CPU only); empty: none",
+    )
     p.add_argument("--images", type=int, help="photos for indexing and naive (default 60)")
     p.add_argument("--workers", type=int, default=2, help="indexer worker processes")
     p.add_argument(

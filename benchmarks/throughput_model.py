@@ -200,3 +200,43 @@ def fidelity(
         "cosine_vs_open_clip_same_decoded_pixels": summary(same_pixels),
         "cosine_vs_open_clip_full_resolution_decode": summary(full_decode),
     }
+
+
+def engines_model_only(
+    engines: dict[str, Any], batch_sizes: Sequence[int], seconds: float, *, rounds: int = 2
+) -> dict[str, Any]:
+    """Crops/s of each engine's ``encode_pixels`` (uint8 crops in, normalised vectors out:
+    what the batcher calls) per batch size. Rounds interleave the engines, so that a
+    neighbour's load on this shared machine hits all of them alike; the best round counts."""
+    rates: dict[str, dict[int, float]] = {name: {} for name in engines}
+    size = next(iter(engines.values())).image_size
+    rng = np.random.default_rng(0)
+    for _ in range(rounds):
+        for bs in batch_sizes:
+            x = rng.integers(0, 256, (bs, size, size, 3), dtype=np.uint8)
+            for name, engine in engines.items():
+                engine.encode_pixels(x)  # warm this batch shape
+                iters = 0
+                started = time.perf_counter()
+                while iters < 2 or time.perf_counter() - started < seconds:
+                    engine.encode_pixels(x)
+                    iters += 1
+                rate = iters * bs / (time.perf_counter() - started)
+                rates[name][bs] = max(rate, rates[name].get(bs, 0.0))
+    by_engine: dict[str, Any] = {}
+    for name, by_batch in rates.items():
+        best = max(by_batch, key=lambda b: by_batch[b])
+        by_engine[name] = {
+            "crops_per_s_by_batch": {str(b): round(r, 2) for b, r in by_batch.items()},
+            "best_batch": best,
+            "crops_per_s": round(by_batch[best], 2),
+        }
+    base = by_engine.get("torch-fp32", {}).get("crops_per_s")
+    return {
+        "rounds": rounds,
+        "seconds_per_measure": seconds,
+        "by_engine": by_engine,
+        "ratio_to_torch_fp32": {
+            name: round(e["crops_per_s"] / base, 2) for name, e in by_engine.items() if base
+        },
+    }

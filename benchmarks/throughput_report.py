@@ -47,6 +47,15 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
     if model:
         add("1 model only", f"crops/s at best batch ({model['best_batch']})", model["crops_per_s"])
         add("1 model only", "crops/s by batch", model["crops_per_s_by_batch"])
+    engines = results.get("model_engines")
+    if engines:
+        ratios = engines.get("ratio_to_torch_fp32", {})
+        for name, e in engines["by_engine"].items():
+            add(
+                "1 model only",
+                f"{name}: crops/s at best batch ({e['best_batch']}), ratio to torch-fp32",
+                f"{e['crops_per_s']} ({ratios.get(name, '-')}x)",
+            )
     enc = results.get("encoder")
     if enc:
         add(

@@ -50,6 +50,49 @@ def _load_encoder(args: argparse.Namespace, device: str) -> Any:
     return load_encoder(settings)
 
 
+def _engines_section(
+    args: argparse.Namespace, plan: Any, device: str, work: Path, torch_fp32: Any
+) -> dict[str, Any]:
+    """Model-only crops/s of every engine of ``--engines`` (ONNX graphs exported into
+    ``work/data/onnx`` on the first run, reused after)."""
+    from imgsearch_encoder.model import load_encoder
+    from imgsearch_encoder.settings import EncoderSettings
+
+    from . import throughput_model as tm
+
+    engines: dict[str, Any] = {}
+    skipped: list[str] = []
+    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        engine, _, precision = name.partition("-")
+        if engine == "onnx" and device.startswith("cuda"):
+            skipped.append(name)  # the onnxruntime wheel here runs on the CPU only
+            continue
+        if name == "torch-fp32" and torch_fp32 is not None and torch_fp32.dtype == "float32":
+            engines[name] = torch_fp32
+            continue
+        _log(f"loading engine {name}")
+        started = time.perf_counter()
+        engines[name] = load_encoder(
+            EncoderSettings(
+                clip_model=args.model,
+                clip_pretrained=args.pretrained,
+                clip_random_seed=0,
+                device=device,
+                encoder_engine=engine,
+                encoder_precision=precision or None,
+                data_dir=work / "data",
+            )
+        )
+        _log(f"engine {name} ready in {time.perf_counter() - started:.1f} s")
+    _log(f"engines side by side: {', '.join(engines)}, batch sizes {plan.batch_sizes}")
+    out = tm.engines_model_only(engines, plan.batch_sizes, plan.model_seconds)
+    out["skipped"] = skipped
+    for engine in engines.values():
+        if engine is not torch_fp32:
+            engine.close()
+    return out
+
+
 def _preprocess(enc: Any) -> Any:
     import open_clip
 
@@ -85,6 +128,10 @@ def run_sections(
         enc = _load_encoder(args, device)
         results["meta"]["dtype"] = enc.dtype
         results["meta"]["image_size"] = enc.image_size
+
+    if "model" in want and args.engines.strip():
+        results["model_engines"] = _engines_section(args, plan, device, work, enc)
+        checkpoint()
 
     model_rate = None
     if "model" in want or "encoder" in want:
