@@ -117,6 +117,15 @@ def input_spec(model: torch.nn.Module, model_name: str) -> InputSpec:
     )
 
 
+def check_pixels(pixels: np.ndarray, size: int) -> None:
+    """Refuse (``ValueError``) anything but ``(N, size, size, 3)`` uint8 pixels: the wire format."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+        raise ValueError(
+            f"expected uint8 pixels of shape (N, {size}, {size}, 3), "
+            f"got {pixels.dtype} {pixels.shape}"
+        )
+
+
 def _offline_hint(model_name: str) -> str:
     return (
         f"Set CLIP_PRETRAINED to the path of a local open_clip checkpoint file for "
@@ -205,12 +214,7 @@ class ClipEncoder:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``(N, S, S, 3)`` uint8 RGB → ``(N, D)`` float32, L2-normalised."""
-        size = self.image_size
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(
-                f"expected uint8 pixels of shape (N, {size}, {size}, 3), "
-                f"got {pixels.dtype} {pixels.shape}"
-            )
+        check_pixels(pixels, self.image_size)
         with torch.inference_mode():
             x = self._to_device(pixels)
             # NHWC memory seen as NCHW is channels_last, which convolutions take as is.

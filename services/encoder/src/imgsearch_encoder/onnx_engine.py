@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.jit._trace import TracerWarning  # not re-exported by torch.jit for mypy
 
-from .model import InputSpec, ModelLoadError, input_spec
+from .model import InputSpec, ModelLoadError, check_pixels, input_spec
 
 log = logging.getLogger(__name__)
 
@@ -316,12 +316,7 @@ class OnnxEncoder:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``(N, S, S, 3)`` uint8 RGB → ``(N, D)`` float32, L2-normalised."""
-        size = self.image_size
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(
-                f"expected uint8 pixels of shape (N, {size}, {size}, 3), "
-                f"got {pixels.dtype} {pixels.shape}"
-            )
+        check_pixels(pixels, self.image_size)
         image, _ = self._sessions()
         out = image.run(None, {"pixels": np.ascontiguousarray(pixels)})[0]
         return np.ascontiguousarray(out, dtype=np.float32)
