@@ -16,16 +16,16 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from tests.support.inprocess import API_INTERNAL_URL, TOKEN, InProcessStack, served
+from tests.support.handoff import forge, image_point
+from tests.support.inprocess import InProcessStack, served
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: The Redis set of queued folders that earlier versions served from (no longer read).
 ROOTS = "imgsearch:roots"
 COLLECTION = "roots"
@@ -49,30 +49,12 @@ def _release(fifos: list[Path]) -> None:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
 
-def _unit(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).standard_normal(512)
-    return [float(x) for x in v / np.linalg.norm(v)]
+def _point(image_id: str, stored: Path | str, size: tuple[int, int], seed: int) -> dict[str, Any]:
+    return image_point(image_id, stored, COLLECTION, seed=seed, size=size)
 
 
-def _point(
-    image_id: str, stored: Path | str, size: tuple[int, int], seed: int
-) -> dict[str, object]:
-    payload = {
-        "stored_path": str(stored),
-        "original_path": str(stored),
-        "filename": os.path.basename(str(stored)) or "x",
-        "file_size": 1,
-        "indexed_at": 0.0,
-        "width": size[0],
-        "height": size[1],
-        "collection": COLLECTION,
-    }
-    return {"id": image_id, "vector": _unit(seed), "payload": payload}
-
-
-async def _forge(client: httpx.AsyncClient, points: list[dict[str, object]]) -> None:
-    body = {"collection": COLLECTION, "full": points, "windows": []}
-    r = await client.post(f"{API_INTERNAL_URL}/internal/v1/upsert", json=body, headers=AUTH)
+async def _forge(client: httpx.AsyncClient, points: list[dict[str, Any]]) -> None:
+    r = await forge(client, COLLECTION, points)
     assert r.status_code == 200, r.text
 
 
