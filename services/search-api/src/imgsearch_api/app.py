@@ -95,6 +95,7 @@ def create_app(
             stack.callback(pool.shutdown, wait=False, cancel_futures=True)
             text_remover = TextRemover()
             await asyncio.to_thread(text_remover.load)  # fail at start-up, not on a request
+            files = IndexedFiles.of(settings.index_roots, settings.uploads_path())
             app.state.resources = AppState(
                 settings=settings,
                 redis=redis,
@@ -104,6 +105,7 @@ def create_app(
                 fetcher=fetcher,
                 text_remover=text_remover,
                 pool=pool,
+                files=files,
                 search=SearchService(
                     store,
                     encoder,
@@ -112,7 +114,7 @@ def create_app(
                     max_pixels=settings.max_image_pixels,
                     remove_text=text_remover.remove,
                     admission=global_gate(limits),
-                    files=IndexedFiles.of(settings.index_roots, settings.uploads_path()),
+                    files=files,
                 ),
                 indexing=IndexingService(
                     queue,

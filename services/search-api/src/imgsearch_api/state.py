@@ -12,6 +12,7 @@ from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore.base import VectorStore
 
+from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .search import SearchService
@@ -30,6 +31,8 @@ class AppState:
     fetcher: SafeFetcher
     text_remover: TextRemover
     pool: ThreadPoolExecutor
+    #: What may be served and re-scored from disk (the one rule, ``files.py``).
+    files: IndexedFiles
     search: SearchService
     indexing: IndexingService
     metrics: ApiMetrics

@@ -6,7 +6,7 @@ import asyncio
 import mimetypes
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from importlib import resources
 from typing import Annotated, Any, BinaryIO
 
@@ -73,7 +73,7 @@ async def health(state: State) -> HealthResponse:
         return f"ok ({info.model}/{info.pretrained} on {info.device})"
 
     async def store() -> str:
-        seen["counts"] = await _totals(state.store)
+        seen["counts"] = _total((await _counts(state.store)).values())
         return f"ok ({type(state.store).__name__})"
 
     redis_check, encoder_check, store_check = await asyncio.gather(
@@ -103,11 +103,12 @@ async def _counts(store: VectorStore) -> dict[str, IndexedCounts]:
     }
 
 
-async def _totals(store: VectorStore) -> IndexedCounts:
-    collections = (await _counts(store)).values()
+def _total(counts: Iterable[IndexedCounts]) -> IndexedCounts:
+    """The images and windows of all ``counts`` together."""
+    counts = list(counts)
     return IndexedCounts(
-        full_images=sum(c.full_images for c in collections),
-        partial_images=sum(c.partial_images for c in collections),
+        full_images=sum(c.full_images for c in counts),
+        partial_images=sum(c.partial_images for c in counts),
     )
 
 
@@ -128,12 +129,10 @@ async def metrics(state: State) -> Response:
 @router.get("/api/status", tags=["ops"], response_model=StatusResponse, responses=openapi.STATUS)
 async def status(state: State) -> StatusResponse:
     collections = await _counts(state.store)
-    totals = IndexedCounts(
-        full_images=sum(c.full_images for c in collections.values()),
-        partial_images=sum(c.partial_images for c in collections.values()),
-    )
     return StatusResponse(
-        indexed_images=totals, collections=collections, queue=await state.queue.depth()
+        indexed_images=_total(collections.values()),
+        collections=collections,
+        queue=await state.queue.depth(),
     )
 
 
@@ -152,7 +151,7 @@ async def image(
     payload = ImagePayload.read(hits[0].payload) if hits else None
     if payload is None:
         raise NotFound("no such image")
-    opened = await asyncio.to_thread(_files(state).open, payload.file_path)
+    opened = await asyncio.to_thread(state.files.open, payload.file_path)
     if opened is None:
         raise NotFound("the image file is not available")
     return _send(opened)
@@ -202,7 +201,7 @@ async def _image_named(state: AppState, name: str, collection: str) -> Streaming
     if not payloads:
         raise NotFound("no such image")
     newest_first = sorted(payloads.values(), key=lambda p: p.indexed_at, reverse=True)
-    opened = await asyncio.to_thread(_first_served, _files(state), newest_first)
+    opened = await asyncio.to_thread(_first_served, state.files, newest_first)
     if opened is None:
         raise NotFound("the image file is not available")
     return _send(opened)
@@ -227,10 +226,6 @@ def _first_served(files: IndexedFiles, payloads: Sequence[ImagePayload]) -> Open
         if opened is not None:
             return opened
     return None
-
-
-def _files(state: AppState) -> IndexedFiles:
-    return IndexedFiles.of(state.settings.index_roots, state.settings.uploads_path())
 
 
 def _send(opened: OpenedFile) -> StreamingResponse:
