@@ -29,7 +29,6 @@ Every limit lives on the API's one event loop: no locks but the executor's.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import threading
 import time
@@ -43,6 +42,8 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgsearch_common.errors import ImgSearchError, Overloaded, UpstreamUnavailable
+
+from .asgi_errors import refuse
 
 if TYPE_CHECKING:
     from .settings import ApiSettings
@@ -258,7 +259,8 @@ class ClientAdmission:
                 # kernel reset the connection, and the client never reads the answer:
                 # read the body to its end first (dropping it), then answer.
                 whole = await _drain(receive, self.drain_bytes)
-                await _refuse(send, exc, keep_alive=whole)
+                status, code, message = exc.status_code, exc.code, exc.message
+                await refuse(send, status, code, message, headers=exc.headers, close=not whole)
                 return
             started = time.monotonic()
             try:
@@ -289,20 +291,6 @@ async def _drain(receive: Receive, limit: int) -> bool:
             return True
         if size > limit:
             return False
-
-
-async def _refuse(send: Send, exc: ImgSearchError, *, keep_alive: bool) -> None:
-    body = json.dumps(exc.to_dict()).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
-    ]
-    if not keep_alive:
-        # The body was not read to its end: the connection cannot carry another request.
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BoundedExecutor(ThreadPoolExecutor):

@@ -17,15 +17,14 @@ All four are pure ASGI middleware: a refused request's body is never read.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgsearch_common.auth import bearer_or_key, check_secret
-from imgsearch_common.errors import error_body
 
+from .asgi_errors import refuse
 from .hosts import HostRule, OriginRule, is_loopback
 from .settings import ApiSettings
 
@@ -110,24 +109,6 @@ class BodySizeLimit:
     async def _refuse(self, send: Send) -> None:
         message = f"request body over {self.max_bytes} bytes"
         await refuse(send, 413, "payload_too_large", message)
-
-
-async def refuse(send: Send, status: int, code: str, message: str) -> None:
-    """Answer with our JSON error shape, closing the connection (the body, if any, was not
-    read)."""
-    body = json.dumps(error_body(code, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
