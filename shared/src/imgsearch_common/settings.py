@@ -40,6 +40,12 @@ def env_list(value: object, sep: str = ",", item: Callable[[str], Any] = str) ->
     return value
 
 
+def empty_is_unset(value: object) -> object:
+    """A ``mode="before"`` validator's body: ``KEY=`` (empty or blank, as an ``.env`` file
+    may have it) means "use the default" (None), not an error."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def baseline_alias(value: object) -> object:
     """``"seed"`` → ``"baseline"``, for ``mode="before"`` validators of settings that name
     the original system's reference behaviour (older configurations spell it "seed")."""

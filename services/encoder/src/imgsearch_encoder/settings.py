@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from imgsearch_common.settings import CommonSettings
+from imgsearch_common.settings import CommonSettings, empty_is_unset
 
 #: Value of ``CLIP_PRETRAINED`` that selects seeded random weights (offline, not semantic).
 RANDOM_WEIGHTS = "random"
@@ -83,8 +83,7 @@ class EncoderSettings(CommonSettings):
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        # MAX_BATCH_SIZE= in an .env file means "use the default", not an error.
-        return None if isinstance(value, str) and not value.strip() else value
+        return empty_is_unset(value)
 
     @field_validator("clip_pretrained", "clip_model", "device")
     @classmethod

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imgsearch_common.backpressure import MAX_RETRY_AFTER_S
 from imgsearch_common.errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 from .asgi_errors import refuse
@@ -54,9 +55,9 @@ T = TypeVar("T")
 #: Paths whose requests count against the limit per client (POST only).
 SEARCH_PREFIX = "/api/search/"
 #: Retry-After bounds (s): at least 1 (the header counts whole seconds), at most what
-#: our clients honour (``imgsearch_common.backpressure.MAX_RETRY_AFTER_S``).
+#: our clients honour.
 _MIN_RETRY_AFTER_S = 1
-_MAX_RETRY_AFTER_S = 30
+_MAX_RETRY_AFTER_S = int(MAX_RETRY_AFTER_S)
 #: Until a first search has finished, the Retry-After estimate assumes this long one (s).
 _FIRST_GUESS_S = 1.0
 

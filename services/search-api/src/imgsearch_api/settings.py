@@ -6,7 +6,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from imgsearch_common.settings import CommonSettings, VectorStoreSettings, baseline_alias, env_list
+from imgsearch_common.settings import (
+    CommonSettings,
+    VectorStoreSettings,
+    baseline_alias,
+    empty_is_unset,
+    env_list,
+)
 from imgsearch_common.windows import QUERY_WINDOW_MAX, QUERY_WINDOW_SCALES
 
 from .hosts import trusted_hosts
@@ -94,8 +100,7 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     @field_validator("search_concurrency", "search_queue", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        # SEARCH_CONCURRENCY= in an .env file means "use the default", not an error.
-        return None if isinstance(value, str) and not value.strip() else value
+        return empty_is_unset(value)
 
     @field_validator("rescore_fractions", "query_window_scales", mode="before")
     @classmethod
