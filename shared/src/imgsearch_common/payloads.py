@@ -31,6 +31,8 @@ PARENT_ID = "parent_id"
 NAME = "name"
 FILENAME = "filename"
 IMAGE_NAME_KEYS: tuple[str, ...] = (NAME, FILENAME)
+#: The payload keys each kind of point (a vector store's ``Kind``) keeps a keyword index on.
+INDEXED_KEYS: dict[str, tuple[str, ...]] = {"window": (PARENT_ID,), "full": IMAGE_NAME_KEYS}
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -26,7 +26,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from ..errors import BadRequest, UpstreamUnavailable
 from ..ids import validate_collection
-from ..payloads import IMAGE_NAME_KEYS, PARENT_ID
+from ..payloads import INDEXED_KEYS, PARENT_ID
 from ._util import (
     check_find,
     check_target,
@@ -263,7 +263,7 @@ class QdrantServerVectorStore(VectorStore):
             if not self._local:
                 # Idempotent on the server, so collections created before an index was
                 # added get it too; local mode has no payload indexes (and warns).
-                for key in (PARENT_ID,) if kind == "window" else IMAGE_NAME_KEYS:
+                for key in INDEXED_KEYS[kind]:
                     await self._rpc(
                         self._client.create_payload_index(
                             name,

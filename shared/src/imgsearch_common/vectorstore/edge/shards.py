@@ -34,7 +34,7 @@ from qdrant_edge import (
 
 from ...errors import ImgSearchError
 from ...ids import validate_collection
-from ...payloads import IMAGE_NAME_KEYS, PARENT_ID
+from ...payloads import INDEXED_KEYS
 from ..base import KINDS, Kind
 
 # The back-end's one logger name, as before it was split into modules (log lines show it).
@@ -129,7 +129,7 @@ def open_shard(
         # Created while the shard is empty: see .lock for what a late index can break. Full
         # shards from before the name indexes have none, and never get them: found by a
         # scan (``EdgeVectorStore.find``).
-        for key in (PARENT_ID,) if kind == "window" else IMAGE_NAME_KEYS:
+        for key in INDEXED_KEYS[kind]:
             handle.update(UpdateOperation.create_field_index(key, PayloadSchemaType.Keyword))
         log.info("created Edge shard %s (dim %d)", path, create_dim)
         unindexed = 0
