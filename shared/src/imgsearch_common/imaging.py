@@ -148,8 +148,8 @@ class OpenedImage:
             orientation = exif.get(ExifTags.Base.Orientation, 1)
         self.format: str = self._img.format or ""
         self._orientation = orientation
-        self._transposed = orientation in _TRANSPOSING_ORIENTATIONS
-        self.size: tuple[int, int] = (height, width) if self._transposed else (width, height)
+        transposed = orientation in _TRANSPOSING_ORIENTATIONS
+        self.size: tuple[int, int] = (height, width) if transposed else (width, height)
 
     def reduction_for(self, min_short_side: float) -> int:
         """The JPEG DCT scale :meth:`decode` would use: the largest of 1, 2, 4, 8 that
@@ -173,8 +173,7 @@ class OpenedImage:
                 self._img.draft(None, (width // scale, height // scale))
             self._img.load()
             # The orientation read with the header, so that the pixels match ``size``.
-            fix = _ORIENTATION_FIX.get(self._orientation)
-            img = self._img.transpose(fix) if fix is not None else self._img
+            img = self._oriented(self._img)
             if img.mode != "RGB":
                 img = _to_rgb(img)
         return img
@@ -244,8 +243,13 @@ class OpenedImage:
                     small.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
             if small is not src:
                 src.close()  # the full-size pixels go now, not when the caller lets go
-            fix = _ORIENTATION_FIX.get(self._orientation)
-            return small.transpose(fix) if fix is not None else small
+            return self._oriented(small)
+
+    def _oriented(self, img: Image.Image) -> Image.Image:
+        """``img`` turned as the orientation read with the header says (``img`` itself
+        when it needs no turn), so that the pixels match :attr:`size`."""
+        fix = _ORIENTATION_FIX.get(self._orientation)
+        return img.transpose(fix) if fix is not None else img
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> OpenedImage:
