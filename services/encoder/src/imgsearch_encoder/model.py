@@ -175,11 +175,7 @@ class ClipEncoder:
         self.device = device
         if precision is None:
             precision = "fp16" if device.type == "cuda" and mixed_precision else "fp32"
-        if precision not in _TORCH_DTYPES or (precision != "fp32" and device.type != "cuda"):
-            raise ModelLoadError(
-                f"ENCODER_PRECISION={precision} does not apply to the torch engine on "
-                f"{device.type}: {', '.join(_torch_precisions(device))} do"
-            )
+        check_torch_precision(precision, device)
         self.precision = precision
         self._compute_dtype, self.dtype = _TORCH_DTYPES[precision]
         if self._compute_dtype != torch.float32:
@@ -249,6 +245,16 @@ class ClipEncoder:
         self.model.to("cpu")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def check_torch_precision(precision: str, device: torch.device) -> None:
+    """Refuse (:class:`ModelLoadError`) a precision the torch engine has no dtype for on
+    ``device``."""
+    if precision not in _torch_precisions(device):
+        raise ModelLoadError(
+            f"ENCODER_PRECISION={precision} does not apply to ENCODER_ENGINE=torch on "
+            f"{device.type}: {', '.join(_torch_precisions(device))} do"
+        )
 
 
 def _torch_precisions(device: torch.device) -> list[str]:
@@ -331,12 +337,8 @@ def load_encoder(settings: EncoderSettings) -> Engine:
     else:
         device = resolve_device(settings.device)
         precision = settings.encoder_precision
-        if precision is not None and precision not in _torch_precisions(device):
-            raise ModelLoadError(
-                f"ENCODER_PRECISION={precision} does not apply to ENCODER_ENGINE=torch on "
-                f"{device.type}: {', '.join(_torch_precisions(device))} do"
-                + ("; int8 needs ENCODER_ENGINE=onnx" if precision == "int8" else "")
-            )
+        if precision is not None:
+            check_torch_precision(precision, device)  # before the weights are loaded
     name = settings.clip_model
     if not name.startswith(_SCHEMAS):
         name = name.replace("/", "-")  # open_clip's own spelling: ViT-B/32 → ViT-B-32
