@@ -118,6 +118,12 @@ class NotFound(ImgSearchError):
     permanent = True
 
 
+class CollectionNotFound(NotFound):
+    """A request named a collection that does not exist; the message names those that do."""
+
+    code = "collection_not_found"
+
+
 # --- overload and upstream trouble (retryable) ----------------------------------------
 
 
