@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from imgsearch_common.catalog import ModelMismatch
 from imgsearch_common.encoder_client import EncoderClient, split_urls
 from imgsearch_common.errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
@@ -228,3 +229,32 @@ async def test_gpu_available_comes_from_the_encoder_or_its_device() -> None:
             assert (await client.info()).gpu_available is expected
         finally:
             await client.aclose()
+
+
+async def test_an_answer_from_another_model_is_refused_and_the_model_read_again() -> None:
+    """A replica restarted with other weights: its vectors are not returned to a caller who
+    asked for the old model's, and the next ``info()`` reads the new model."""
+    fingerprints = {"now": "old"}
+
+    def encoder(request: httpx.Request) -> httpx.Response:
+        answer = healthy(request)
+        if request.url.path == "/health":
+            return httpx.Response(200, json={**answer.json(), "fingerprint": fingerprints["now"]})
+        answer.headers["X-Model-Fingerprint"] = fingerprints["now"]
+        return answer
+
+    client = Replicas({A: encoder}).client()
+    pixels = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    try:
+        info = await client.info()
+        assert info.fingerprint == "old" and info.model_record().fingerprint == "old"
+        assert (await client.embed_pixels(pixels, model="old")).shape == (1, DIM)
+        fingerprints["now"] = "new"
+        with pytest.raises(ModelMismatch):
+            await client.embed_pixels(pixels, model="old")
+        with pytest.raises(ModelMismatch):
+            await client.embed_texts(["a"], model="old")
+        assert (await client.info()).fingerprint == "new"  # read again, not the cached one
+        assert (await client.embed_texts(["a"])).shape == (1, DIM)  # no model asked: any
+    finally:
+        await client.aclose()

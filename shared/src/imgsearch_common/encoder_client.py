@@ -36,6 +36,7 @@ import numpy as np
 
 from .auth import internal_client
 from .backpressure import retry_after_s
+from .catalog import FINGERPRINT_HEADER, ModelMismatch, ModelRecord
 from .errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ class EncoderInfo:
     dtype: str
     #: The model runs on a GPU (an encoder from before the field: its device is CUDA).
     gpu_available: bool = False
+    #: The model's fingerprint (``imgsearch_common.catalog``); "" from an encoder that
+    #: names none.
+    fingerprint: str = ""
+
+    def model_record(self) -> ModelRecord:
+        """The model this encoder runs, as a collection records it."""
+        return ModelRecord(
+            model=self.model,
+            pretrained=self.pretrained,
+            image_size=self.image_size,
+            dim=self.dim,
+            fingerprint=self.fingerprint or f"unnamed:{self.model}:{self.pretrained}",
+        )
 
 
 #: Header of the encoder's embed answers: bytes allocated on its GPU (0 on the CPU).
@@ -139,6 +153,7 @@ class EncoderClient:
                 device=device,
                 dtype=str(body["dtype"]),
                 gpu_available=bool(body.get("gpu_available", device.startswith("cuda"))),
+                fingerprint=str(body.get("fingerprint", "")),
             )
         return self._info
 
@@ -153,8 +168,12 @@ class EncoderClient:
                     raise
                 await asyncio.sleep(0.5)
 
-    async def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """``(N, S, S, 3)`` uint8 → ``(N, D)`` float32, L2-normalised."""
+    async def embed_pixels(self, pixels: np.ndarray, *, model: str | None = None) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 → ``(N, D)`` float32, L2-normalised.
+
+        ``model``: the fingerprint the vectors must come from; an answer from another model
+        (an encoder restarted with new weights since :meth:`info`) raises
+        :class:`~imgsearch_common.catalog.ModelMismatch` instead of returning its vectors."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError("pixels must be an (N, S, S, 3) uint8 array")
         n = pixels.shape[0]
@@ -168,26 +187,38 @@ class EncoderClient:
                 "X-Priority": self.priority,
             },
         )
-        self._note_memory(response)
+        self._note_answer(response, model)
         dim = int(response.headers.get("X-Embedding-Dim", "0"))
         vectors = np.frombuffer(response.content, dtype="<f4")
         if dim <= 0 or vectors.size != n * dim:
             raise UpstreamUnavailable("the encoder answered with a malformed body")
         return vectors.reshape(n, dim)
 
-    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+    async def embed_texts(self, texts: list[str], *, model: str | None = None) -> np.ndarray:
+        """``model``: as :meth:`embed_pixels`'s."""
         response = await self._request(
             "POST", "/v1/embed/texts", json={"texts": texts}, headers={"X-Priority": self.priority}
         )
-        self._note_memory(response)
+        self._note_answer(response, model)
         return np.asarray(response.json()["embeddings"], dtype=np.float32)
 
-    def _note_memory(self, response: httpx.Response) -> None:
-        """Keep the answer's ``X-GPU-Memory-Used``; a missing or malformed one (an older
-        encoder) leaves the last value."""
+    def _note_answer(self, response: httpx.Response, model: str | None) -> None:
+        """Keep the answer's ``X-GPU-Memory-Used`` (a missing or malformed one, from an
+        older encoder, leaves the last value); check the model that made it."""
         raw = response.headers.get(GPU_MEMORY_HEADER, "").strip()
         if raw.isascii() and raw.isdigit() and len(raw) <= 20:
             self.gpu_memory_used = int(raw)
+        made_by = response.headers.get(FINGERPRINT_HEADER, "")
+        if not made_by:
+            return  # an encoder that names no model: nothing to check
+        if self._info is not None and made_by != self._info.fingerprint:
+            log.warning("the encoder's model changed (now %s): reading its /health again", made_by)
+            self._info = None
+        if model is not None and made_by != model:
+            raise ModelMismatch(
+                f"the encoder answered with model {made_by[:12]}, not {model[:12]}: it was "
+                "restarted with other weights; try again"
+            )
 
     # --- routing --------------------------------------------------------------------------
 
