@@ -126,7 +126,10 @@ async def test_health_describes_the_model(encoder) -> None:
     response = await encoder.client.get("/health")
     assert response.status_code == 200
     health = response.json()
+    fingerprint = health.get("fingerprint", "")
+    assert len(fingerprint) == 32 and int(fingerprint, 16) >= 0  # the model, not the engine
     assert health == {
+        "fingerprint": fingerprint,
         "status": "ok",
         "model": "ViT-B-32",
         "pretrained": "random",
@@ -171,9 +174,12 @@ async def test_embed_answers_say_the_gpu_memory_in_use(encoder, auth) -> None:
         "/v1/embed/pixels", content=bytes(CROP_BYTES), headers={**auth, "X-Crop-Count": "1"}
     )
     texts = await encoder.client.post("/v1/embed/texts", json={"texts": ["a"]}, headers=auth)
+    health = (await encoder.client.get("/health")).json()
     for response in (pixels, texts):
         assert response.status_code == 200, response.text
         assert response.headers["X-GPU-Memory-Used"] == "0"
+        # The model that made the vectors: what the API and workers check collections by.
+        assert response.headers["X-Model-Fingerprint"] == health["fingerprint"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

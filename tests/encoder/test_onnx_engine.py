@@ -23,7 +23,13 @@ import torch
 from imgsearch_common.imaging import model_input
 from imgsearch_devstack.photos import load_photos
 from imgsearch_encoder import EncoderSettings
-from imgsearch_encoder.model import ClipEncoder, InputSpec, ModelLoadError, load_encoder
+from imgsearch_encoder.model import (
+    ClipEncoder,
+    InputSpec,
+    ModelLoadError,
+    load_encoder,
+    weights_hash,
+)
 from imgsearch_encoder.onnx_engine import (
     GRAPHS,
     MANIFEST,
@@ -155,30 +161,43 @@ def test_a_second_load_reuses_the_cached_graphs(
 def test_the_fingerprint_follows_weights_precision_and_input(torch_engine) -> None:
     model = torch_engine.model
     spec = InputSpec(torch_engine.image_size, torch_engine.mean, torch_engine.std)
-    base = fingerprint(
-        model, model_name="ViT-B-32", pretrained="random", precision="fp32", spec=spec
-    )
-    assert base == fingerprint(
-        model, model_name="ViT-B-32", pretrained="random", precision="fp32", spec=spec
-    )
-    assert base != fingerprint(
-        model, model_name="ViT-B-32", pretrained="random", precision="int8", spec=spec
-    )
-    assert base != fingerprint(
-        model, model_name="ViT-B-32", pretrained="other", precision="fp32", spec=spec
-    )
+
+    def key(precision: str = "fp32", pretrained: str = "random") -> str:
+        return fingerprint(
+            weights_hash(model),
+            model_name="ViT-B-32",
+            pretrained=pretrained,
+            precision=precision,
+            spec=spec,
+        )
+
+    base = key()
+    assert base == key()
+    assert base != key(precision="int8")
+    assert base != key(pretrained="other")
     weight = model.visual.proj
     kept = weight[0, 0].item()
     with torch.no_grad():
         weight[0, 0] = kept + 1.0
     try:
-        changed = fingerprint(
-            model, model_name="ViT-B-32", pretrained="random", precision="fp32", spec=spec
-        )
+        changed = key()
     finally:
         with torch.no_grad():
             weight[0, 0] = kept
     assert changed != base
+
+
+def test_the_model_fingerprint_names_the_weights_not_the_engine(
+    torch_engine, onnx_engines, onnx_data_dir: Path
+) -> None:
+    """Every engine and precision of one model is the same model to a collection."""
+    fingerprints = {torch_engine.fingerprint} | {e.fingerprint for e in onnx_engines.values()}
+    assert len(fingerprints) == 1 and len(torch_engine.fingerprint) == 32
+    other = load_encoder(_settings(onnx_data_dir, clip_random_seed=7))
+    try:
+        assert other.fingerprint != torch_engine.fingerprint
+    finally:
+        other.close()
 
 
 def _counting_build(calls: list[Path]) -> Callable[[Path], None]:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imgsearch_common.auth import bearer_or_key, check_secret
+from imgsearch_common.catalog import FINGERPRINT_HEADER
 from imgsearch_common.errors import (
     BadRequest,
     EmptyInput,
@@ -116,10 +117,14 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _memory_header(encoder: Engine) -> dict[str, str]:
+def _answer_headers(encoder: Engine) -> dict[str, str]:
     """``X-GPU-Memory-Used``: the device's allocated bytes after this answer's batch (0 on
-    the CPU); the search API reports it as ``gpu_memory_used``, as the original system did."""
-    return {"X-GPU-Memory-Used": str(encoder.gpu_memory_used())}
+    the CPU; the search API reports it as ``gpu_memory_used``, as the original system did);
+    ``X-Model-Fingerprint``: the model that made the vectors (``imgsearch_common.catalog``)."""
+    return {
+        "X-GPU-Memory-Used": str(encoder.gpu_memory_used()),
+        FINGERPRINT_HEADER: encoder.fingerprint,
+    }
 
 
 def _running(request: Request) -> tuple[Engine, DynamicBatcher]:
@@ -193,7 +198,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         return Response(
             content=vectors.astype("<f4", copy=False).tobytes(),
             media_type=_OCTET_STREAM,
-            headers={"X-Embedding-Dim": str(vectors.shape[1]), **_memory_header(encoder)},
+            headers={"X-Embedding-Dim": str(vectors.shape[1]), **_answer_headers(encoder)},
         )
 
     # Worst case of a valid body: every character JSON-escaped as a surrogate pair.
@@ -226,7 +231,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
         vectors = await batcher.encode_texts(texts, priority)
         return JSONResponse(
             {"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])},
-            headers=_memory_header(encoder),
+            headers=_answer_headers(encoder),
         )
 
     @app.get("/health")
@@ -241,6 +246,7 @@ def create_app(settings: EncoderSettings | None = None) -> FastAPI:
             "dtype": encoder.dtype,
             "engine": encoder.engine,
             "precision": encoder.precision,
+            "fingerprint": encoder.fingerprint,
             "max_batch_size": settings.batch_size_for(encoder.device.type),
             "dim": encoder.dim,
             "image_size": encoder.image_size,

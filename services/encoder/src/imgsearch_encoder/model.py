@@ -20,6 +20,7 @@ plain DMA that does not block the host thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+
+from imgsearch_common.catalog import model_fingerprint
 
 from .settings import EncoderSettings
 
@@ -66,6 +69,9 @@ class Engine(Protocol):
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: Which model this is, whatever the engine and precision (``imgsearch_common.catalog``):
+    #: what a collection records and a search is checked against.
+    fingerprint: str
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
 
@@ -150,10 +156,22 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
 class ClipEncoder:
     """A loaded open_clip model in eval mode, run by torch, with the facts callers need."""
 
     engine = "torch"
+    #: Set by :func:`load_encoder` (``imgsearch_common.catalog.model_fingerprint``).
+    fingerprint = ""
 
     def __init__(
         self,
@@ -375,6 +393,7 @@ def load_encoder(settings: EncoderSettings) -> Engine:
 
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
+    weights = weights_hash(model)  # before the model moves to a device or a dtype
     encoder: Engine
     if settings.encoder_engine == "onnx":
         from .onnx_engine import load_onnx_encoder  # only this engine needs onnx
@@ -387,6 +406,7 @@ def load_encoder(settings: EncoderSettings) -> Engine:
             precision=settings.encoder_precision or "fp32",
             cache_root=settings.data_dir / "onnx",
             threads=settings.torch_threads,
+            weights=weights,
         )
     else:
         model.to(device)
@@ -399,8 +419,9 @@ def load_encoder(settings: EncoderSettings) -> Engine:
             mixed_precision=settings.gpu_mixed_precision,
             precision=settings.encoder_precision,
         )
+    encoder.fingerprint = model_fingerprint(name, label, encoder.image_size, weights)
     log.info(
-        "loaded %s (%s) on %s, engine %s, %s, dim %d, input %dpx",
+        "loaded %s (%s) on %s, engine %s, %s, dim %d, input %dpx, fingerprint %s",
         name,
         label,
         encoder.device,
@@ -408,5 +429,6 @@ def load_encoder(settings: EncoderSettings) -> Engine:
         encoder.dtype,
         encoder.dim,
         encoder.image_size,
+        encoder.fingerprint,
     )
     return encoder

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.jit._trace import TracerWarning  # not re-exported by torch.jit for mypy
 
-from .model import InputSpec, ModelLoadError, check_pixels, input_spec
+from .model import InputSpec, ModelLoadError, check_pixels, input_spec, weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +90,15 @@ class _TextTower(torch.nn.Module):
         return F.normalize(self.model.encode_text(tokens), dim=-1)
 
 
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha256 of every tensor of the state dict (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(flat.view(torch.uint8).numpy().data)
-    return digest.hexdigest()
-
-
 def fingerprint(
-    model: torch.nn.Module, *, model_name: str, pretrained: str, precision: str, spec: InputSpec
+    weights: str, *, model_name: str, pretrained: str, precision: str, spec: InputSpec
 ) -> str:
-    """The cache key of the graphs of ``model`` at ``precision``."""
+    """The cache key of the graphs of a model (``weights``: its :func:`weights_hash`) at
+    ``precision``."""
     facts = {
         "model": model_name,
         "pretrained": pretrained,
-        "weights": weights_hash(model),
+        "weights": weights,
         "precision": precision,
         "input": [spec.image_size, list(spec.mean), list(spec.std)],
         "export": EXPORT_SETTINGS,
@@ -280,6 +271,8 @@ class OnnxEncoder:
     """The exported towers in two ONNX Runtime sessions; the interface of ClipEncoder."""
 
     engine = "onnx"
+    #: Set by ``load_encoder`` (``imgsearch_common.catalog.model_fingerprint``).
+    fingerprint = ""
 
     def __init__(
         self,
@@ -349,6 +342,7 @@ def load_onnx_encoder(
     precision: str,
     cache_root: Path,
     threads: int | None,
+    weights: str | None = None,
 ) -> OnnxEncoder:
     """The ONNX engine for ``model`` (on the CPU, in eval mode): the cached graphs, or
     exported now (and cached) when there are none for its fingerprint."""
@@ -359,8 +353,9 @@ def load_onnx_encoder(
         )
     spec = input_spec(model, model_name)
     output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    weights = weights or weights_hash(model)
     key = fingerprint(
-        model, model_name=model_name, pretrained=pretrained, precision=precision, spec=spec
+        weights, model_name=model_name, pretrained=pretrained, precision=precision, spec=spec
     )
 
     def build(folder: Path) -> None:
