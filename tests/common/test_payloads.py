@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from imgsearch_common.payloads import PARENT_ID, ImagePayload, WindowPayload
+from imgsearch_common.payloads import (
+    PARENT_ID,
+    FileRecord,
+    ImagePayload,
+    WindowPayload,
+    merge_records,
+)
 
 IMAGE = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
@@ -51,7 +57,8 @@ def test_results_show_the_public_metadata_only() -> None:
     payload = ImagePayload.read(stored(stored_path="/srv/uploads/x.jpg", sha256="ab", windows=14))
     assert payload is not None
     shown = payload.metadata().model_dump()
-    assert shown == stored()  # no stored_path, sha256 or window count in a search result
+    # No stored_path, sha256 or window count in a search result; its one path.
+    assert shown == {**stored(), "paths": ["/photos/cat.jpg"]}
 
 
 def test_window_payloads() -> None:
@@ -68,3 +75,49 @@ def test_points_from_before_the_name_are_served_under_their_file_name() -> None:
     assert old is not None and (old.name, old.indexed_name) == (None, "cat.jpg")
     assert named is not None and named.indexed_name == "2024/summer/cat.jpg"
     assert "name" not in named.metadata().model_dump()  # server-side, like stored_path
+
+
+def test_one_image_several_files() -> None:
+    """The seed's fields are the first file record's; ``paths`` (stored) and the public
+    ``metadata().paths`` (original) list every file."""
+    old = ImagePayload.read(stored(stored_path="/photos/cat.jpg", sha256="ab"))
+    assert old is not None and old.files is None and old.paths == []
+    [first] = old.file_records()
+    assert first == FileRecord(
+        stored_path="/photos/cat.jpg",
+        original_path="/photos/cat.jpg",
+        name="cat.jpg",
+        source="folder",
+        size=245760,
+        mtime_ns=None,
+    )
+    copy = FileRecord(
+        stored_path="/photos/2024/copy.jpg",
+        original_path="/photos/2024/copy.jpg",
+        name="2024/copy.jpg",
+        size=245760,
+        mtime_ns=5,
+    )
+    two = old.with_files(merge_records(old.file_records(), [copy]))
+    assert two.paths == ["/photos/cat.jpg", "/photos/2024/copy.jpg"]
+    assert two.metadata().paths == ["/photos/cat.jpg", "/photos/2024/copy.jpg"]
+    assert (two.original_path, two.filename, two.indexed_name) == (
+        "/photos/cat.jpg",
+        "cat.jpg",
+        "cat.jpg",
+    )
+    # The same stored path again replaces its record where it stood.
+    touched = first.model_copy(update={"mtime_ns": 9})
+    again = two.with_files(merge_records(two.file_records(), [touched]))
+    assert again.file_records() == [touched, copy]
+    # The first file gone: the seed's fields follow the next one.
+    moved = two.with_files([copy])
+    assert (moved.original_path, moved.stored_path, moved.filename, moved.name) == (
+        "/photos/2024/copy.jpg",
+        "/photos/2024/copy.jpg",
+        "copy.jpg",
+        "2024/copy.jpg",
+    )
+    assert moved.metadata().original_path == moved.metadata().paths[0]
+    with pytest.raises(ValueError, match="at least one"):
+        two.with_files([])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgsearch_common.jobs import Job
-from imgsearch_common.payloads import PARENT_ID, ImagePayload
+from imgsearch_common.payloads import PARENT_ID, FileRecord, ImagePayload
 from imgsearch_common.vectorstore.writes import records
 from imgsearch_worker.pipeline import PreparedImage
 from imgsearch_worker.points import image_payload, image_points
@@ -87,3 +87,37 @@ def test_the_name_an_image_is_served_under() -> None:
     for job, name, filename in cases:
         payload = image_payload(job, prepared)
         assert (payload.name, payload.filename, payload.indexed_name) == (name, filename, name)
+
+
+def test_the_file_record_of_a_folder_file() -> None:
+    """One record per file: what the next queue of its folder compares with the disk."""
+    prepared = PreparedImage(
+        image_id=IMAGE,
+        sha256="cd" * 32,
+        file_size=4321,
+        width=8,
+        height=6,
+        boxes=[],
+        pixels=np.zeros((1, 224, 224, 3), dtype=np.uint8),
+        mtime_ns=1_700_000_000_123_456_789,
+    )
+    job = Job("j", "b", "c", "/photos/2024/cat.jpg", "folder", "2024/cat.jpg")
+    payload = image_payload(job, prepared)
+    assert payload.files == [
+        FileRecord(
+            stored_path="/photos/2024/cat.jpg",
+            original_path="/photos/2024/cat.jpg",
+            name="2024/cat.jpg",
+            source="folder",
+            size=4321,
+            mtime_ns=1_700_000_000_123_456_789,
+        )
+    ]
+    assert payload.paths == ["/photos/2024/cat.jpg"]
+    assert payload.metadata().paths == ["/photos/2024/cat.jpg"]
+    stored = ImagePayload.read(payload.model_dump(mode="json", exclude_none=True))
+    assert stored == payload
+    # An upload's copy never changes: no time; it is shown by the name the user gave.
+    upload = image_payload(Job("j", "b", "c", "/data/u/cd.png", "upload", "dog.png"), prepared)
+    assert upload.files is not None and upload.files[0].mtime_ns is None
+    assert (upload.paths, upload.metadata().paths) == (["/data/u/cd.png"], ["dog.png"])

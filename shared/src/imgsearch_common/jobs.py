@@ -14,7 +14,8 @@ Keys (prefix ``imgsearch:``):
 - ``delayed``            sorted set of jobs waiting for a retry (score = due time)
 - ``dead``               list of dead letters (JSON: job, reason, message, time), oldest
                          first; :meth:`JobQueue.requeue` moves them back onto the stream
-- ``batch:<id>``         hash: collection, total, created_at
+- ``batch:<id>``         hash: collection, total, created_at, and what queuing a folder
+                         found (``new``, ``changed``, ``unchanged``, ``moved``, ``removed``)
 - ``batch:<id>:done``    set of job ids done;  ``:failed`` set of job ids failed
 - ``batch:<id>:errors``  list of JSON errors (capped)
 
@@ -42,7 +43,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .schemas import BatchError, BatchQueued, BatchStatus, RequeueResult
+from .schemas import BatchError, BatchQueued, BatchStatus, RequeueResult, SyncCounts
 
 log = logging.getLogger(__name__)
 
@@ -250,19 +251,27 @@ class JobQueue:
         items: Iterable[tuple[str, str, str]],
         *,
         chunk: int = 500,
+        counts: SyncCounts | None = None,
     ) -> tuple[str, int]:
         """Queue one job per ``(path, source, name)``; returns ``(batch_id, count)``.
 
         The batch hash is written first with total 0 and grows as chunks are queued,
-        so a batch that is still being queued never looks finished.
+        so a batch that is still being queued never looks finished. ``counts``: what
+        queuing a folder found, reported with the batch's status. No items: a batch that
+        is finished at once.
         """
         batch_id = uuid.uuid4().hex
         key = _batch_key(batch_id)
         await self.ensure_group()
-        await self.redis.hset(
-            key,
-            mapping={"collection": collection, "total": 0, "created_at": time.time(), "queuing": 1},
-        )
+        meta: dict[str, str | int | float] = {
+            "collection": collection,
+            "total": 0,
+            "created_at": time.time(),
+            "queuing": 1,
+        }
+        if counts is not None:
+            meta.update(counts.model_dump())
+        await self.redis.hset(key, mapping=meta)  # type: ignore[arg-type]
         await self.redis.expire(key, BATCH_TTL_S)
         count = 0
         pending: list[Job] = []
@@ -297,7 +306,9 @@ class JobQueue:
         meta = {_s(k): _s(v) for k, v in meta.items()}
         total = int(meta.get("total", 0))
         pending = max(0, total - done - failed)
+        found = {name: int(meta.get(name, 0)) for name in SyncCounts.model_fields}
         return BatchStatus(
+            **found,
             batch_id=batch_id,
             collection=meta.get("collection", ""),
             total=total,

@@ -7,6 +7,8 @@ JSON keys, so points written before these types existed read back unchanged.
 
 - :class:`ImagePayload` — a ``"full"`` point: the public :class:`ImageMetadata` plus what
   only the server needs (where the file is on its disk, its content hash, its window count).
+  One image is one content: every file holding it in the collection is one
+  :class:`FileRecord` of its ``files`` (two copies of a photo are one image, two records).
 - :class:`WindowPayload` — a ``"window"`` point: its image's point id and its box.
 - :class:`UpsertRequest` — the internal hand-off (``POST /internal/v1/upsert``, see
   docs/CONTRACTS.md): full-image and window points of one or more images.
@@ -14,7 +16,8 @@ JSON keys, so points written before these types existed read back unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,8 +40,36 @@ INDEXED_KEYS: dict[str, tuple[str, ...]] = {"window": (PARENT_ID,), "full": IMAG
 _M = TypeVar("_M", bound=BaseModel)
 
 
+class FileRecord(BaseModel):
+    """One file holding an image's content: what the index knows of it (and what tells, at
+    the next queue of its folder, whether it changed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: What the server reads: the folder file itself, or an upload's content-addressed copy.
+    stored_path: str = Field(min_length=1)
+    #: What the user knows: the folder file's path, an upload's name, a URL.
+    original_path: str
+    #: The name it was indexed under (see :attr:`ImagePayload.name`).
+    name: str
+    source: str = "folder"
+    size: int = Field(ge=0)
+    #: The file's ``st_mtime_ns`` when the worker read it (``fstat`` of the open file);
+    #: None for uploads, URLs and points from before it was recorded.
+    mtime_ns: int | None = None
+
+    @property
+    def filename(self) -> str:
+        """The file name it shows: its name's last part, else its stored file's."""
+        return os.path.basename(self.name) or os.path.basename(self.stored_path)
+
+
 class ImagePayload(ImageMetadata):
-    """Payload of an image's full-image point."""
+    """Payload of an image's full-image point.
+
+    The seed's fields (``filename``, ``original_path``, ``stored_path``, ``name``,
+    ``source``, ``file_size``) are the first file record's; :meth:`with_files` keeps them so.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -54,6 +85,12 @@ class ImagePayload(ImageMetadata):
     #: it by. Unset on points from before it was recorded: :attr:`indexed_name` falls back
     #: to ``filename`` then.
     name: str | None = None
+    #: Every file holding this content in this collection, first = the seed's fields.
+    #: Unset on points from before several files were recorded: :meth:`file_records`.
+    files: list[FileRecord] | None = None
+    #: Here, unlike in the public :class:`ImageMetadata`: the ``stored_path`` of every
+    #: record (a keyword index: ``find(collection, "full", "paths", path)``).
+    paths: list[str] = Field(default_factory=list)
 
     @property
     def file_path(self) -> str:
@@ -70,12 +107,47 @@ class ImagePayload(ImageMetadata):
         """``(width, height)``, or None when the stored size is not a real one."""
         return (self.width, self.height) if self.width > 0 and self.height > 0 else None
 
-    def metadata(self) -> ImageMetadata:
-        """What a search result shows of the image: the original system's fields, none of
-        the server-side ones."""
-        return ImageMetadata.model_validate(
-            self.model_dump(include=set(ImageMetadata.model_fields))
+    def file_records(self) -> list[FileRecord]:
+        """The files holding this image: ``files``, or for a point from before they were
+        recorded, the one its seed fields describe (``mtime_ns`` unknown)."""
+        if self.files:
+            return list(self.files)
+        return [
+            FileRecord(
+                stored_path=self.file_path,
+                original_path=self.original_path,
+                name=self.indexed_name,
+                source=self.source,
+                size=self.file_size,
+            )
+        ]
+
+    def with_files(self, records: Iterable[FileRecord]) -> Self:
+        """This payload holding ``records`` (at least one), the seed's fields the first's."""
+        files = list(records)
+        if not files:
+            raise ValueError("an image payload needs at least one file record")
+        first = files[0]
+        return self.model_copy(
+            update={
+                "files": files,
+                "paths": [r.stored_path for r in files],
+                "stored_path": first.stored_path,
+                "original_path": first.original_path,
+                "name": first.name,
+                "filename": first.filename,
+                "source": first.source,
+                "file_size": first.size,
+            }
         )
+
+    def metadata(self) -> ImageMetadata:
+        """What a search result shows of the image: the original system's fields and every
+        file's ``original_path`` (``paths``, first = ``original_path``), none of the
+        server-side ones."""
+        shown = self.model_dump(include=set(ImageMetadata.model_fields) - {"paths"})
+        paths = list(dict.fromkeys(r.original_path for r in self.file_records()))
+        return ImageMetadata.model_validate({**shown, "paths": paths})
 
     @classmethod
     def read(cls, payload: Mapping[str, Any] | None) -> Self | None:
@@ -96,6 +168,15 @@ class WindowPayload(BaseModel):
     def read(cls, payload: Mapping[str, Any] | None) -> Self | None:
         """The payload of a stored point, or None when it is missing or not one of ours."""
         return _read(cls, payload)
+
+
+def merge_records(old: Iterable[FileRecord], new: Iterable[FileRecord]) -> list[FileRecord]:
+    """``old`` with each of ``new`` in: a record of the same ``stored_path`` replaced where
+    it stood, another one appended."""
+    merged = {r.stored_path: r for r in old}
+    for record in new:
+        merged[record.stored_path] = record
+    return list(merged.values())
 
 
 def _read(model: type[_M], payload: Mapping[str, Any] | None) -> _M | None:

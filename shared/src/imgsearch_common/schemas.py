@@ -59,6 +59,9 @@ class ImageMetadata(BaseModel):
     height: int
     collection: str
     source: str = "folder"
+    #: Every path holding this image's content (``original_path`` of each file: a folder
+    #: file's path, an upload's name, a URL), first = ``original_path``.
+    paths: list[str] = Field(default_factory=list)
 
 
 class MatchedBox(BaseModel):
@@ -137,6 +140,9 @@ class FolderIndexRequest(BaseModel):
     collection: str = DEFAULT_COLLECTION
     extensions: list[str] | None = None
     recursive: bool = True
+    #: Also remove from the index the files under the folder that are gone, and follow
+    #: those that moved (same content: no encoding).
+    sync: bool = False
 
 
 class UrlIndexRequest(BaseModel):
@@ -144,7 +150,20 @@ class UrlIndexRequest(BaseModel):
     collection: str = DEFAULT_COLLECTION
 
 
-class BatchQueued(BaseModel):
+class SyncCounts(BaseModel):
+    """What queuing a folder found, file by file: ``new`` (not in the index: queued),
+    ``changed`` (size or modification time differ: queued), ``unchanged`` (skipped),
+    ``moved`` (gone from one path, same content at a new one: its path updated, no job),
+    ``removed`` (gone: taken out of the index; with ``sync`` only)."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+
+
+class BatchQueued(SyncCounts):
     batch_id: str
     queued: int
     collection: str
@@ -156,7 +175,7 @@ class BatchError(BaseModel):
     message: str
 
 
-class BatchStatus(BaseModel):
+class BatchStatus(SyncCounts):
     batch_id: str
     collection: str
     total: int

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -58,26 +58,59 @@ class PreparedImage:
     decoded_size: tuple[int, int] = (0, 0)
     #: Whether the windows were cut from a once-shrunk copy rather than the decoded pixels.
     prescaled: bool = False
+    #: The file's ``st_mtime_ns`` when it was read (:class:`FileRead`).
+    mtime_ns: int | None = None
     #: With ``keep_decoded=True``: the decoded image and the boxes in its pixels (tests).
     decoded: Image.Image | None = None
     decoded_boxes: list[Box] | None = None
 
 
+@dataclass(frozen=True)
+class FileRead:
+    """A file's bytes and content hash, and its modification time as ``fstat`` of the open
+    file gave it before the read (a change during the read leaves a later time on disk,
+    so the next queue of its folder sees the file as changed)."""
+
+    data: bytes
+    sha256: str
+    mtime_ns: int
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
 def read_file(path: str, max_bytes: int) -> bytes:
+    return read_file_stat(path, max_bytes).data
+
+
+def read_file_stat(path: str, max_bytes: int) -> FileRead:
+    """Read a regular file of at most ``max_bytes``; its size and time from the open file."""
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"file is {size} bytes; the limit is {max_bytes}")
-        data = Path(path).read_bytes()
+        # Non-blocking open: a FIFO put where a photo was cannot hold the thread.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise MissingFile("file not found") from exc
-    except IsADirectoryError as exc:
-        raise MissingFile("not a file") from exc
     except PermissionError as exc:
         raise MissingFile("file not readable") from exc
+    except OSError as exc:
+        raise MissingFile(f"file not readable ({exc.strerror or 'error'})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MissingFile("not a file")
+        if st.st_size > max_bytes:
+            raise PayloadTooLarge(f"file is {st.st_size} bytes; the limit is {max_bytes}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"file is over {max_bytes} bytes, the limit")
     if not data:
         raise EmptyInput("file is empty")
-    return data
+    return FileRead(data, content_hash(data), st.st_mtime_ns)
 
 
 def needed_short_side(width: int, height: int, boxes: Sequence[Box], image_size: int) -> float:
@@ -98,6 +131,7 @@ def prepare_image(
     jpeg_draft: bool = True,
     prescale_factor: float = 2.0,
     keep_decoded: bool = False,
+    read: FileRead | None = None,
 ) -> PreparedImage:
     """Read, decode and cut one image into model inputs, its windows placed by ``layout``.
 
@@ -105,10 +139,12 @@ def prepare_image(
     least ``image_size`` px (crops are cut from those decoded pixels, so the vectors equal
     open_clip's for them). ``prescale_factor``: when the decoded image is more than this
     many times larger than needed, shrink it once to that size before cutting windows
-    (0 = never: every crop is cut from the decoded pixels themselves).
+    (0 = never: every crop is cut from the decoded pixels themselves). ``read``: the file
+    as the caller read it already (:func:`read_file_stat`), else it is read here.
     """
     t0 = time.perf_counter()
-    data = read_file(path, max_bytes)
+    file = read if read is not None else read_file_stat(path, max_bytes)
+    data = file.data
     t1 = time.perf_counter()
     opened = open_image(data, max_pixels=max_pixels)
     width, height = opened.size
@@ -125,7 +161,7 @@ def prepare_image(
     if boxes:
         pixels[1:] = crops_to_model_inputs(cut, cut_boxes, image_size)
     t3 = time.perf_counter()
-    sha = content_hash(data)
+    sha = file.sha256
     return PreparedImage(
         image_id=image_id(sha),
         sha256=sha,
@@ -137,6 +173,7 @@ def prepare_image(
         timings={"read": t1 - t0, "decode": t2 - t1, "windows": t3 - t2},
         decoded_size=img.size,
         prescaled=cut is not img,
+        mtime_ns=file.mtime_ns,
         decoded=img if keep_decoded else None,
         decoded_boxes=(
             scale_boxes(boxes, img.width / width, img.height / height) if keep_decoded else None

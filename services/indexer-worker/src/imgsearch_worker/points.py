@@ -15,6 +15,7 @@ import numpy as np
 from imgsearch_common.ids import window_id
 from imgsearch_common.jobs import Job
 from imgsearch_common.payloads import (
+    FileRecord,
     ImagePayload,
     ImagePointIn,
     UpsertRequest,
@@ -25,28 +26,40 @@ from imgsearch_common.payloads import (
 from .pipeline import PreparedImage
 
 
+def file_record(job: Job, size: int, mtime_ns: int | None) -> FileRecord:
+    """What the index records of the file of ``job`` (``size`` and ``mtime_ns`` as the
+    worker read it; uploads and URLs keep no time: their stored copy never changes)."""
+    filename = os.path.basename(job.name) or os.path.basename(job.path)
+    return FileRecord(
+        stored_path=job.path,
+        # A folder file is known by its path; an upload or a URL by what the user gave.
+        original_path=job.path if job.source == "folder" else job.name or job.path,
+        # A folder file by its path under the folder, an upload by its file name; a URL
+        # (whose name is the whole URL) by its file name.
+        name=job.name if job.source != "url" and job.name else filename,
+        source=job.source,
+        size=size,
+        mtime_ns=mtime_ns if job.source == "folder" else None,
+    )
+
+
 def image_payload(
     job: Job, prepared: PreparedImage, indexed_at: float | None = None
 ) -> ImagePayload:
     """What the index records about the image of ``job``."""
-    filename = os.path.basename(job.name) or os.path.basename(job.path)
-    return ImagePayload(
-        filename=filename,
-        # A folder file is known by its path; an upload or a URL by what the user gave.
-        original_path=job.path if job.source == "folder" else job.name or job.path,
-        stored_path=job.path,
+    record = file_record(job, prepared.file_size, prepared.mtime_ns)
+    payload = ImagePayload(
+        filename=record.filename,
+        original_path=record.original_path,
         file_size=prepared.file_size,
         indexed_at=time.time() if indexed_at is None else indexed_at,
         width=prepared.width,
         height=prepared.height,
         collection=job.collection,
-        source=job.source,
         sha256=prepared.sha256,
         windows=len(prepared.boxes),
-        # A folder file by its path under the folder, an upload by its file name; a URL
-        # (whose name is the whole URL) by its file name.
-        name=job.name if job.source != "url" and job.name else filename,
     )
+    return payload.with_files([record])
 
 
 def image_points(job: Job, prepared: PreparedImage, vectors: np.ndarray) -> UpsertRequest:
