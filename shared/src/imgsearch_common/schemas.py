@@ -16,6 +16,8 @@ from pydantic.json_schema import SkipJsonSchema
 from .ids import DEFAULT_COLLECTION
 
 MAX_LIMIT = 100
+#: Most collections one search names (``collections``).
+MAX_SEARCH_COLLECTIONS = 16
 MatchType = Literal["full", "partial_to_full", "full_and_partial", "contains"]
 #: ``region``: the query may be a part of an indexed picture (windows of the index);
 #: ``contains``: an indexed picture may appear inside the query (windows of the query);
@@ -35,6 +37,9 @@ class SearchOptions(BaseModel):
     min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
     #: None = the server's default (``DEFAULT_MATCH_MODE``, ``region`` unless set).
     match_mode: MatchMode | None = None
+    #: Several collections searched at once, results merged by score (each result names
+    #: its ``collection``); searched instead of ``collection``. Unset or empty: ``collection``.
+    collections: list[str] | None = Field(default=None, max_length=MAX_SEARCH_COLLECTIONS)
 
 
 class UrlSearchRequest(SearchOptions):
@@ -48,6 +53,8 @@ class TextSearchRequest(BaseModel):
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
     collection: str = DEFAULT_COLLECTION
     min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+    #: As in :class:`SearchOptions`.
+    collections: list[str] | None = Field(default=None, max_length=MAX_SEARCH_COLLECTIONS)
 
 
 class ImageMetadata(BaseModel):
@@ -90,6 +97,9 @@ class SearchResult(BaseModel):
     #: ``[x0, y0, x1, y1]``.
     query_box: list[int] | None = None
     image_url: str
+    #: The collection this image was found in (a search may name several); always set by
+    #: this server (the default stands for answers of servers from before it was).
+    collection: str = DEFAULT_COLLECTION
 
 
 class SearchResponse(BaseModel):
@@ -133,6 +143,39 @@ class HealthResponse(BaseModel):
     collections: IndexedCounts | None
     #: One line per dependency: ``ok ...``, or ``unavailable``.
     checks: dict[str, str]
+
+
+class CollectionSummary(BaseModel):
+    """A collection of ``GET /api/collections``: its counts and the model that filled it."""
+
+    name: str
+    images: int
+    #: Window points ("regions").
+    windows: int
+    #: The model its vectors were made with, as recorded at its first write (``model``,
+    #: ``pretrained``, ``image_size``, ``dim``, ``fingerprint``); null when none is recorded.
+    model: dict[str, Any] | None = None
+
+
+class CollectionsResponse(BaseModel):
+    """``GET /api/collections``: every collection, sorted by name."""
+
+    collections: list[CollectionSummary]
+
+
+class ImageDeleted(BaseModel):
+    """``DELETE /api/images/{image_id}``: the image and its windows are gone."""
+
+    id: str
+    collection: str
+
+
+class CollectionDropped(BaseModel):
+    """``DELETE /api/collections/{name}``: what the collection held when it was dropped."""
+
+    name: str
+    images: int
+    windows: int
 
 
 class FolderIndexRequest(BaseModel):
