@@ -38,6 +38,9 @@ class FakeQdrant:
         rest = parts[2:]
         if rest == ["exists"]:
             return ok({"exists": name in self.collections})
+        if rest == [] and request.method == "DELETE":
+            # Qdrant answers a missing collection with ``false``, not a 404.
+            return ok(self.collections.pop(name, None) is not None)
         if rest == [] and request.method == "PUT":
             if name in self.collections or self.create_conflicts:
                 self.collections.setdefault(name, 0)

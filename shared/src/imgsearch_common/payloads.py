@@ -34,8 +34,15 @@ PARENT_ID = "parent_id"
 NAME = "name"
 FILENAME = "filename"
 IMAGE_NAME_KEYS: tuple[str, ...] = (NAME, FILENAME)
+#: Key of an image payload listing the ``stored_path`` of each of its files (an array):
+#: ``find(collection, "full", PATHS, path)`` answers the images holding that file.
+PATHS = "paths"
 #: The payload keys each kind of point (a vector store's ``Kind``) keeps a keyword index on.
-INDEXED_KEYS: dict[str, tuple[str, ...]] = {"window": (PARENT_ID,), "full": IMAGE_NAME_KEYS}
+#: Shards and collections created before a key was added have no index on it: scanned.
+INDEXED_KEYS: dict[str, tuple[str, ...]] = {
+    "window": (PARENT_ID,),
+    "full": (*IMAGE_NAME_KEYS, PATHS),
+}
 
 _M = TypeVar("_M", bound=BaseModel)
 

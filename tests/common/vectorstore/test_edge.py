@@ -312,8 +312,9 @@ async def test_the_factory_opens_edge_under_data_dir(tmp_path: Path) -> None:
 async def test_new_full_shards_index_the_image_names(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    """Keyword indexes on ``name`` and ``filename`` (``GET /images/{name}``), created with
-    the shard; and they survive an out-of-process optimize's swap."""
+    """Keyword indexes on ``name`` and ``filename`` (``GET /images/{name}``) and ``paths``
+    (an image's files), created with the shard; and they survive an out-of-process
+    optimize's swap."""
     store = small_index_store(tmp_path / "index", optimize_threshold=None)
     images = full_points(rng, unit_vectors(rng, 300, DIM))
     named = [
@@ -335,6 +336,7 @@ async def test_new_full_shards_index_the_image_names(
     assert {key: str(info.data_type) for key, info in schema.items()} == {
         "name": "PayloadSchemaType.Keyword",
         "filename": "PayloadSchemaType.Keyword",
+        "paths": "PayloadSchemaType.Keyword",
     }
 
 

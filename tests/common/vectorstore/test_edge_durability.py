@@ -68,8 +68,9 @@ async def main(root: str, dim: int, threshold: int) -> None:
             )
             for i in range(15)
         ]
+        # A file of its own: writing a file detaches it from any other image.
         payload = ImagePayload(
-            filename="x.jpg", original_path="/x.jpg", file_size=1, indexed_at=0.0,
+            filename="x.jpg", original_path=f"/{image_id}.jpg", file_size=1, indexed_at=0.0,
             width=64, height=64, collection="durable",
         )
         full = ImagePointIn(id=image_id, vector=v[15].tolist(), payload=payload)

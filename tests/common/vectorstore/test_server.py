@@ -83,6 +83,7 @@ async def test_the_first_upsert_creates_the_collection_with_those_settings(
     assert fake.bodies("PUT", "/collections/imgsearch_cats__full/index") == [
         {"field_name": "name", "field_schema": "keyword"},
         {"field_name": "filename", "field_schema": "keyword"},
+        {"field_name": "paths", "field_schema": "keyword"},
     ]
     assert fake.collections == {"imgsearch_cats__full": 8, "imgsearch_cats__window": 2}
     assert all(r.headers["api-key"] == KEY for r in fake.requests)
@@ -115,6 +116,50 @@ async def test_losing_the_creation_race_to_another_process_is_success(
         await store.close()
 
 
+async def test_a_drop_deletes_both_kinds_and_the_next_upsert_creates_them_again(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        images = full_points(rng, unit_vectors(rng, 3, 8))
+        await store.upsert("cats", "full", images)
+        await store.upsert(
+            "cats", "window", window_points(rng, images[0].id, unit_vectors(rng, 2, 8))
+        )
+
+        assert await store.drop_collection("cats") is True
+        assert fake.collections == {}
+        assert await store.drop_collection("cats") is False
+
+        await store.upsert("cats", "full", images)  # this process knew it: asks again
+    finally:
+        await store.close()
+
+    deleted = [r.url.path for r in fake.requests if r.method == "DELETE"]
+    assert (
+        deleted == ["/collections/imgsearch_cats__full", "/collections/imgsearch_cats__window"] * 2
+    )
+    assert len(fake.bodies("PUT", "/collections/imgsearch_cats__full")) == 2
+    assert fake.collections == {"imgsearch_cats__full": 3}
+
+
+async def test_an_upsert_after_another_process_dropped_the_collection_creates_it_again(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        await store.upsert("cats", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        del fake.collections["imgsearch_cats__full"]  # dropped by another process
+
+        await store.upsert("cats", "full", full_points(rng, unit_vectors(rng, 4, 8)))
+    finally:
+        await store.close()
+
+    assert fake.collections == {"imgsearch_cats__full": 4}
+
+
 async def test_missing_collections_read_as_empty() -> None:
     fake = FakeQdrant()
     store = server_store(fake)
@@ -122,7 +167,10 @@ async def test_missing_collections_read_as_empty() -> None:
         assert await store.search("c", "full", [[1.0, 0.0]], limit=3) == [[]]
         assert await store.count("c", "window") == 0
         assert await store.find("c", "full", "name", "a.jpg", limit=5) == []
-        await store.delete_image("c", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        assert await store.scroll("c", "full") == ([], None)
+        point = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+        assert await store.set_payload("c", "full", point, {"name": "a.jpg"}) is False
+        await store.delete_image("c", point)
     finally:
         await store.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from ..settings import VectorStoreSettings
-from .base import KINDS, Hit, Kind, PointRecord, VectorStore
+from .base import KINDS, Hit, Kind, PointRecord, VectorStore, iter_points
 from .edge import QUANTIZATIONS, EdgeVectorStore, Quantization, StoreLocked
 from .qdrant_server import QdrantServerVectorStore
 
@@ -28,6 +28,7 @@ __all__ = [
     "Quantization",
     "StoreLocked",
     "VectorStore",
+    "iter_points",
     "open_vector_store",
 ]
 

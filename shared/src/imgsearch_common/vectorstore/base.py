@@ -11,13 +11,16 @@ points kept apart, so full-image search never wades through windows:
   image's point id) and ``box`` (``[x0, y0, x1, y1]`` in image pixels).
 
 Collections are created lazily by the first upsert (the vector size is taken
-from the vectors). Searching a collection that does not exist returns no hits.
+from the vectors). Searching a collection that does not exist returns no hits;
+:meth:`VectorStore.drop_collection` removes one (both kinds), and the next upsert
+creates it again. :meth:`VectorStore.scroll` (and :func:`iter_points` on it) walks every
+point of a kind in id order, e.g. to compare the index with the files on disk.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,11 +41,16 @@ class PointRecord:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search hit (``score`` is cosine similarity) or a retrieved point (score 0)."""
+    """A search hit (``score`` is cosine similarity) or a retrieved point (score 0).
+
+    ``vector`` is the stored vector, only where it was asked for (``scroll(...,
+    with_vectors=True)``); None otherwise.
+    """
 
     id: str
     score: float
     payload: dict[str, Any]
+    vector: list[float] | None = None
 
 
 class VectorStore(abc.ABC):
@@ -72,8 +80,39 @@ class VectorStore(abc.ABC):
     ) -> list[Hit]:
         """At most ``limit`` points whose payload ``key`` is exactly ``value`` (score 0), in
         no particular order; none for a collection that does not exist or ``limit < 1``.
-        A keyword payload index on ``key`` makes it a lookup; without one it is a scan of
-        the kind's points (correct, slower)."""
+        When the stored value is an array (``paths``), a point matches if any element is
+        ``value``. A keyword payload index on ``key`` makes it a lookup; without one (a
+        shard or collection from before the index) it is a scan of the kind's points
+        (correct, slower)."""
+
+    @abc.abstractmethod
+    async def scroll(
+        self,
+        collection: str,
+        kind: Kind,
+        *,
+        limit: int = 256,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[Hit], str | None]:
+        """A page of at most ``limit`` points (score 0, payloads; ``Hit.vector`` when
+        ``with_vectors``) in id order, starting at the id ``offset`` (None: the first), and
+        the offset of the next page (None after the last). Walking the pages visits every
+        point that exists throughout the walk exactly once. ``([], None)`` for a collection
+        that does not exist; ``limit < 1`` is a ``ValueError``."""
+
+    @abc.abstractmethod
+    async def set_payload(
+        self, collection: str, kind: Kind, point_id: str, payload: dict[str, Any]
+    ) -> bool:
+        """Replace the whole payload of an existing point (its vector is kept); False, and
+        nothing written, when the point (or the collection) does not exist."""
+
+    @abc.abstractmethod
+    async def drop_collection(self, collection: str) -> bool:
+        """Delete the collection: both kinds of points. True if anything existed. Searches
+        racing the drop answer from the collection or find nothing; an upsert after it
+        creates the collection again."""
 
     @abc.abstractmethod
     async def count(self, collection: str, kind: Kind) -> int:
@@ -93,3 +132,24 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release resources."""
+
+
+async def iter_points(
+    store: VectorStore,
+    collection: str,
+    kind: Kind,
+    *,
+    with_vectors: bool = False,
+    page: int = 256,
+) -> AsyncIterator[Hit]:
+    """Every point of ``collection``'s ``kind`` (see :meth:`VectorStore.scroll`), fetched
+    ``page`` at a time."""
+    offset: str | None = None
+    while True:
+        hits, offset = await store.scroll(
+            collection, kind, limit=page, offset=offset, with_vectors=with_vectors
+        )
+        for hit in hits:
+            yield hit
+        if offset is None:
+            return

@@ -3,7 +3,8 @@
 A logical collection ``C`` is two Qdrant collections, ``<prefix>C__full`` and
 ``<prefix>C__window``, created by the first upsert with the vector size of its vectors.
 ``url=":memory:"`` runs qdrant-client's in-process local mode (exact search, no payload
-indexes): what the contract tests use where no server runs.
+indexes): what the contract tests use where no server runs. ``drop_collection`` deletes
+both; an upsert after it (in any process) creates them again.
 
 Errors: a server that cannot be reached, times out or answers 5xx becomes
 :class:`UpstreamUnavailable` (its message names neither the URL nor the key); a missing
@@ -17,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import numpy as np
@@ -197,6 +198,74 @@ class QdrantServerVectorStore(VectorStore):
             return []
         return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
 
+    async def scroll(
+        self,
+        collection: str,
+        kind: Kind,
+        *,
+        limit: int = 256,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[Hit], str | None]:
+        check_target(collection, kind)
+        if limit < 1:
+            raise ValueError(f"a page holds at least one point, not {limit}")
+        try:
+            records, next_offset = await self._rpc(
+                self._client.scroll(
+                    self.qdrant_name(collection, kind),
+                    limit=limit,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            )
+        except _Missing:
+            return [], None
+        hits = [
+            Hit(
+                id=str(r.id),
+                score=0.0,
+                payload=r.payload or {},
+                vector=_dense(r.vector) if with_vectors else None,
+            )
+            for r in records
+        ]
+        return hits, None if next_offset is None else str(next_offset)
+
+    async def set_payload(
+        self, collection: str, kind: Kind, point_id: str, payload: dict[str, Any]
+    ) -> bool:
+        check_target(collection, kind)
+        name = self.qdrant_name(collection, kind)
+        try:
+            # A server answers 404 for a missing point; local mode raises KeyError. Asking
+            # first makes both a plain False (a delete racing the write is a 404 then).
+            found = await self._rpc(
+                self._client.retrieve(name, ids=[point_id], with_payload=False, with_vectors=False)
+            )
+            if not found:
+                return False
+            await self._rpc(
+                self._client.overwrite_payload(name, payload=payload, points=[point_id], wait=True)
+            )
+        except (_Missing, KeyError):
+            return False
+        return True
+
+    async def drop_collection(self, collection: str) -> bool:
+        validate_collection(collection)
+        existed = False
+        for kind in KINDS:
+            name = self.qdrant_name(collection, kind)
+            # Forgotten first: an upsert of this process after the drop creates it again
+            # (others find it missing and create it again, see ``upsert``).
+            self._known.discard(name)
+            with contextlib.suppress(_Missing):
+                existed |= bool(await self._rpc(self._client.delete_collection(name)))
+            self._known.discard(name)
+        return existed
+
     async def count(self, collection: str, kind: Kind) -> int:
         check_target(collection, kind)
         try:
@@ -290,6 +359,13 @@ class QdrantServerVectorStore(VectorStore):
             if translated is exc:
                 raise
             raise translated from exc
+
+
+def _dense(vector: Any) -> list[float] | None:
+    """A point's one unnamed dense vector as floats (None when it came without one)."""
+    if vector is None:
+        return None
+    return [float(x) for x in cast(list[float], vector)]
 
 
 def _server_message(exc: UnexpectedResponse) -> str:

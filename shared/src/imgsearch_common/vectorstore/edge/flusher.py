@@ -54,7 +54,7 @@ class Flusher:
 
     def written(self, sh: Shard) -> None:
         """``sh`` was written to (after the write returned): flush it soon."""
-        if self._interval_s is None or self._edge.closing:
+        if self._interval_s is None or self._edge.closing or sh.dropped:
             return
         self._dirty[id(sh)] = sh
         if self._task is None or self._task.done():
@@ -75,10 +75,13 @@ class Flusher:
             for key, sh in dirty.items():
                 if self._edge.closing:
                     return
+                if sh.dropped:
+                    continue  # its collection is gone; the handle is (being) closed
                 try:
                     async with sh.write_lock:
-                        # The handle as it is then: an optimize may have swapped it.
-                        await self._edge.call(lambda sh=sh: sh.handle.flush())
+                        # The handle as it is then: an optimize may have swapped it; a drop
+                        # may have closed it (checked on the Edge thread, where drops run).
+                        await self._edge.call(lambda sh=sh: sh.dropped or sh.handle.flush())
                 except Exception:
                     if self._edge.closing:
                         return  # close() flushes every shard itself

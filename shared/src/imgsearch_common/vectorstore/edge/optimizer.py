@@ -77,7 +77,9 @@ class Optimizer:
     def maybe_start(self, sh: Shard) -> None:
         """Start a background optimize of ``sh`` if enough points were added (after writes)."""
         threshold = self._threshold
-        if threshold is None or self._edge.closing or sh.added_since_optimize < threshold:
+        if threshold is None or self._edge.closing or sh.dropped:
+            return
+        if sh.added_since_optimize < threshold:
             return
         if sh.optimizing is not None and not sh.optimizing.done():
             return  # one at a time; points added meanwhile count towards the next
@@ -95,7 +97,8 @@ class Optimizer:
         await sh.optimizing
 
     async def stop(self, shards: Iterable[Shard]) -> None:
-        """Kill running children and wait for every run to end (``edge`` is closing)."""
+        """Kill running children and wait for every run to end (``edge`` is closing, or
+        the shards were dropped: runs that see either start nothing more)."""
         listed = list(shards)  # walked twice
         for sh in listed:
             if sh.child is not None and sh.child.returncode is None:
@@ -112,7 +115,7 @@ class Optimizer:
             log.exception("background optimize of %s/%s failed", sh.collection, sh.kind)
 
     async def _optimize(self, sh: Shard) -> None:
-        if self._edge.closing:
+        if self._edge.closing or sh.dropped:
             return
         started = time.monotonic()
         added = sh.added_since_optimize
@@ -123,14 +126,14 @@ class Optimizer:
             if not await self._optimize_in_child(sh):
                 return
         else:
-            await self._edge.call(lambda: sh.handle.optimize())
+            await self._edge.call(lambda: None if sh.dropped else sh.handle.optimize())
         elapsed = time.monotonic() - started
         log.info("optimized %s/%s (+%d points) in %.1f s", sh.collection, sh.kind, added, elapsed)
 
     async def _optimize_in_child(self, sh: Shard) -> bool:
         work = sh.path.with_name(f".{sh.kind}.optimizing")
         async with sh.write_lock:
-            if self._edge.closing:
+            if self._edge.closing or sh.dropped:
                 return False
             await self._edge.call(_start_journal, sh)
             try:
@@ -141,7 +144,7 @@ class Optimizer:
                 raise
         ok = False
         try:
-            if self._edge.closing:
+            if self._edge.closing or sh.dropped:
                 return False
             sh.child = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -156,8 +159,8 @@ class Optimizer:
             _, stderr = await sh.child.communicate()
             rc = sh.child.returncode
             sh.child = None
-            ok = rc == 0 and not self._edge.closing
-            if rc != 0 and not self._edge.closing:
+            ok = rc == 0 and not self._edge.closing and not sh.dropped
+            if rc != 0 and not self._edge.closing and not sh.dropped:
                 tail = stderr.decode(errors="replace")[-2000:]
                 log.error("optimize child for %s exited with %s: %s", sh.path, rc, tail)
             return ok

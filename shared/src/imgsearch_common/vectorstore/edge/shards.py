@@ -2,8 +2,10 @@
 
 Layout under the store's ``root``::
 
-    <collection>/full/          one EdgeShard: image points (payload indexes on name, filename)
+    <collection>/full/          one EdgeShard: image points (payload indexes on name,
+                                filename, paths)
     <collection>/window/        one EdgeShard: window points (payload index on parent_id)
+    .dropped-<collection>-<hex>/  a dropped collection, renamed away, being deleted
 
 The functions here that touch a shard's handle run on the Edge thread (:mod:`.calls`).
 """
@@ -106,6 +108,10 @@ class Shard:
     journal: list[UpdateOperation] | None = None
     optimizing: asyncio.Task[None] | None = None
     child: asyncio.subprocess.Process | None = None
+    #: Set when its collection is dropped: from then on nothing reads, writes, flushes or
+    #: optimizes it (its handle is closed on the Edge thread right after). Calls that got
+    #: the shard before see it there and answer empty, or open the collection again.
+    dropped: bool = False
 
 
 def open_shard(
@@ -136,12 +142,17 @@ def open_shard(
     return Shard(collection, kind, path, handle, added_since_optimize=unindexed)
 
 
-def apply(sh: Shard, build: Callable[[], UpdateOperation]) -> None:
-    """Apply a write (built here, on the Edge thread); journal it while a copy is optimized."""
+def apply(sh: Shard, build: Callable[[], UpdateOperation]) -> bool:
+    """Apply a write (built here, on the Edge thread); journal it while a copy is optimized.
+
+    False, and nothing written, when the shard was dropped meanwhile."""
+    if sh.dropped:
+        return False
     op = build()
     sh.handle.update(op)
     if sh.journal is not None:
         sh.journal.append(op)
+    return True
 
 
 def close_shards(shards: Iterable[Shard]) -> None:
@@ -156,6 +167,10 @@ def close_shards(shards: Iterable[Shard]) -> None:
         sh.handle.close()
     if failed:
         raise ImgSearchError(f"flushing shards failed: {', '.join(failed)}")
+
+
+#: The name a dropped collection's directory is renamed to (hidden: not a collection name).
+DROPPED_PREFIX = ".dropped-"
 
 
 def list_collections(root: Path) -> list[str]:

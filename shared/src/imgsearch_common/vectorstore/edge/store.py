@@ -3,13 +3,24 @@
 It composes the parts of this package: the index lock (:mod:`.lock`), the one Edge thread
 every call runs on (:mod:`.calls`), the shards (:mod:`.shards`) and the optimiser
 (:mod:`.optimizer`).
+
+Dropping a collection (:meth:`EdgeVectorStore.drop_collection`) marks its open shards
+dropped, stops their optimizes, then on the Edge thread closes them, forgets them and
+renames the collection's directory away in one step (a crash leaves a hidden
+``.dropped-*`` directory, deleted at the next open), and deletes it. Calls holding a
+dropped shard see the mark on the Edge thread: reads answer empty, writes go round again
+and create the collection anew; openers wait for the drop to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_edge import (
@@ -23,6 +34,7 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
+    Record,
     ScrollRequest,
     SearchParams,
     UpdateOperation,
@@ -43,6 +55,8 @@ from .flusher import DEFAULT_FLUSH_INTERVAL_S, Flusher
 from .lock import acquire_lock, release_lock
 from .optimizer import Optimizer, recover
 from .shards import (
+    CONFIG_FILE,
+    DROPPED_PREFIX,
     QUANTIZATIONS,
     Quantization,
     Shard,
@@ -52,6 +66,11 @@ from .shards import (
     list_collections,
     open_shard,
 )
+
+T = TypeVar("T")
+
+# The back-end's one logger name, as before it was split into modules (log lines show it).
+log = logging.getLogger(__package__)
 
 
 class EdgeVectorStore(VectorStore):
@@ -108,6 +127,7 @@ class EdgeVectorStore(VectorStore):
         self._search_params = _search_params(quantization, hnsw_ef, oversampling)
         # Locked before anything else touches the directory (see .lock for why).
         self._lock_fd = acquire_lock(self.root)
+        _delete_dropped(self.root)
         self._edge = EdgeThread()
         self._optimizer = Optimizer(
             self._edge, threshold=optimize_threshold, in_subprocess=optimize_in_subprocess
@@ -128,8 +148,6 @@ class EdgeVectorStore(VectorStore):
         vectors, dim = upsert_vectors(collection, kind, points)
         if not vectors:
             return
-        sh = await self._shard(collection, kind, create_dim=dim)
-        assert sh is not None
 
         def build() -> UpdateOperation:
             pairs = zip(points, vectors, strict=True)
@@ -137,8 +155,14 @@ class EdgeVectorStore(VectorStore):
                 [Point(id=p.id, vector=v, payload=p.payload) for p, v in pairs]
             )
 
-        async with sh.write_lock:
-            await self._edge.call(apply, sh, build)
+        while True:
+            sh = await self._shard(collection, kind, create_dim=dim)
+            assert sh is not None
+            async with sh.write_lock:
+                written = await self._edge.call(apply, sh, build)
+            if written:
+                break
+            # Dropped since we got it: the next round waits for the drop, then creates it.
         self._flusher.written(sh)
         sh.added_since_optimize += len(points)
         self._optimizer.maybe_start(sh)
@@ -153,11 +177,10 @@ class EdgeVectorStore(VectorStore):
         queries = search_queries(collection, kind, vectors)
         if not queries:
             return []
-        sh = await self._shard(collection, kind)
-        if sh is None or limit < 1:
+        if limit < 1:
             return [[] for _ in queries]
 
-        def run() -> list[list[Hit]]:
+        def run(sh: Shard) -> list[list[Hit]]:
             batch = QueryBatchRequest(
                 [
                     QueryRequest(
@@ -174,30 +197,27 @@ class EdgeVectorStore(VectorStore):
                 for hits in sh.handle.query_batch(batch)
             ]
 
-        return await self._edge.call(run)
+        return await self._read(collection, kind, run, lambda: [[] for _ in queries])
 
     async def retrieve(self, collection: str, kind: Kind, ids: Sequence[str]) -> list[Hit]:
         check_target(collection, kind)
         if not ids:
             return []
-        sh = await self._shard(collection, kind)
-        if sh is None:
-            return []
 
-        def run() -> list[Hit]:
+        def run(sh: Shard) -> list[Hit]:
             # with_vector must be passed: the 0.9.0 binding requires it despite its stub.
             records = sh.handle.retrieve(list(ids), True, False)
-            return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+            return [_hit(r) for r in records]
 
-        return in_request_order(await self._edge.call(run), ids)
+        return in_request_order(await self._read(collection, kind, run, list), ids)
 
     async def find(
         self, collection: str, kind: Kind, key: str, value: str, limit: int
     ) -> list[Hit]:
         check_find(collection, kind, key, value)
-        sh = await self._shard(collection, kind)
-        if sh is None or limit < 1:
+        if limit < 1:
             return []
+        # On an array value (``paths``) Edge matches any element, as Qdrant does.
         request = ScrollRequest(
             limit=limit,
             filter=Filter(must=[FieldCondition(key=key, match=MatchValue(value))]),
@@ -205,38 +225,102 @@ class EdgeVectorStore(VectorStore):
             with_vector=False,
         )
 
-        def run() -> list[Hit]:
+        def run(sh: Shard) -> list[Hit]:
             records, _ = sh.handle.scroll(request)
-            return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+            return [_hit(r) for r in records]
 
-        return await self._edge.call(run)
+        return await self._read(collection, kind, run, list)
 
-    async def count(self, collection: str, kind: Kind) -> int:
+    async def scroll(
+        self,
+        collection: str,
+        kind: Kind,
+        *,
+        limit: int = 256,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[Hit], str | None]:
+        check_target(collection, kind)
+        if limit < 1:
+            raise ValueError(f"a page holds at least one point, not {limit}")
+        # Edge scrolls in id order (UUIDs as 128-bit numbers); the next offset is the id
+        # of the first point of the next page.
+        request = ScrollRequest(
+            offset=offset, limit=limit, with_payload=True, with_vector=with_vectors
+        )
+
+        def run(sh: Shard) -> tuple[list[Hit], str | None]:
+            records, next_offset = sh.handle.scroll(request)
+            hits = [_hit(r, with_vector=with_vectors) for r in records]
+            return hits, None if next_offset is None else str(next_offset)
+
+        return await self._read(collection, kind, run, lambda: ([], None))
+
+    async def set_payload(
+        self, collection: str, kind: Kind, point_id: str, payload: dict[str, Any]
+    ) -> bool:
         check_target(collection, kind)
         sh = await self._shard(collection, kind)
         if sh is None:
-            return 0
-        return await self._edge.call(lambda: sh.handle.count(CountRequest(exact=True)))
+            return False
+
+        def run() -> bool:
+            # One step on the Edge thread: no delete can come between the check and the
+            # write. Edge's overwrite of a missing point is an error, not a no-op.
+            if sh.dropped or not sh.handle.retrieve([point_id], False, False):
+                return False
+            return apply(sh, lambda: UpdateOperation.overwrite_payload([point_id], payload))
+
+        async with sh.write_lock:
+            written = await self._edge.call(run)
+        if written:
+            self._flusher.written(sh)
+        return written
+
+    async def count(self, collection: str, kind: Kind) -> int:
+        check_target(collection, kind)
+        return await self._read(
+            collection, kind, lambda sh: sh.handle.count(CountRequest(exact=True)), lambda: 0
+        )
 
     async def delete_image(self, collection: str, image_id: str) -> None:
         validate_collection(collection)
         full = await self._shard(collection, "full")
+        # A shard dropped meanwhile writes nothing (apply answers False): nothing to delete.
         if full is not None:
             async with full.write_lock:
-                await self._edge.call(
+                if await self._edge.call(
                     apply, full, lambda: UpdateOperation.delete_points([image_id])
-                )
-            self._flusher.written(full)
+                ):
+                    self._flusher.written(full)
         windows = await self._shard(collection, "window")
         if windows is not None:
             by_parent = Filter(must=[FieldCondition(key=PARENT_ID, match=MatchValue(image_id))])
             async with windows.write_lock:
-                await self._edge.call(
+                if await self._edge.call(
                     apply,
                     windows,
                     lambda: UpdateOperation.delete_points_by_filter(by_parent),
-                )
-            self._flusher.written(windows)
+                ):
+                    self._flusher.written(windows)
+
+    async def drop_collection(self, collection: str) -> bool:
+        validate_collection(collection)
+        self._edge.check_open()
+        keys = [(collection, kind) for kind in KINDS]
+        full_lock, window_lock = (self._open_locks.setdefault(k, asyncio.Lock()) for k in keys)
+        # Holding both openers' locks: nobody opens (or creates) the shards meanwhile, so
+        # no second handle of a directory being closed ever exists (see .lock).
+        async with full_lock, window_lock:
+            shards = [sh for k in keys if (sh := self._shards.get(k)) is not None]
+            for sh in shards:
+                sh.dropped = True
+            # Children killed, runs ended: nothing copies or swaps into the directory.
+            await self._optimizer.stop(shards)
+            existed, trash = await self._edge.call(self._drop_on_edge, collection, shards)
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
+        return existed
 
     async def collections(self) -> list[str]:
         self._edge.check_open()
@@ -301,18 +385,36 @@ class EdgeVectorStore(VectorStore):
         """The open shard; opened from disk, or created when ``create_dim`` is given."""
         key = (collection, kind)
         sh = self._shards.get(key)
-        if sh is not None:
+        if sh is not None and not sh.dropped:
             return sh
-        # One opener per shard: two concurrent first upserts must not both create it.
+        # One opener per shard: two concurrent first upserts must not both create it. A
+        # drop holds this lock until the dropped shard is closed and gone.
         lock = self._open_locks.setdefault(key, asyncio.Lock())
         async with lock:
             sh = self._shards.get(key)
-            if sh is not None:
+            if sh is not None and not sh.dropped:
                 return sh
             return await self._edge.call(self._open_or_create, collection, kind, create_dim)
 
+    async def _read(
+        self,
+        collection: str,
+        kind: Kind,
+        run: Callable[[Shard], T],
+        empty: Callable[[], T],
+    ) -> T:
+        """``run(shard)`` on the Edge thread; ``empty()`` when the shard does not exist or
+        was dropped before ``run`` got its turn."""
+        sh = await self._shard(collection, kind)
+        if sh is None:
+            return empty()
+        return await self._edge.call(lambda: empty() if sh.dropped else run(sh))
+
     def _open_or_create(self, collection: str, kind: Kind, create_dim: int | None) -> Shard | None:
         # Registered here, on the Edge thread, so a close() queued behind this call sees it.
+        known = self._shards.get((collection, kind))
+        if known is not None and not known.dropped:
+            return known
         path = self.root / collection / kind
         recover(path)
         sh = open_shard(collection, kind, path, create_dim, self.edge_config)
@@ -320,11 +422,49 @@ class EdgeVectorStore(VectorStore):
             self._shards[(collection, kind)] = sh
         return sh
 
+    def _drop_on_edge(self, collection: str, shards: list[Shard]) -> tuple[bool, Path | None]:
+        """Close and forget ``shards``, rename the collection's directory away (one step
+        on the Edge thread, so no call runs between); whether anything existed, and the
+        renamed directory to delete."""
+        for sh in shards:
+            if self._shards.get((sh.collection, sh.kind)) is sh:
+                del self._shards[(sh.collection, sh.kind)]
+            try:
+                sh.handle.close()  # no flush: its files are deleted next
+            except Exception:
+                log.exception("closing dropped Edge shard %s failed", sh.path)
+        path = self.root / collection
+        existed = bool(shards) or any((path / kind / CONFIG_FILE).exists() for kind in KINDS)
+        if not path.exists():
+            return existed, None
+        trash = self.root / f"{DROPPED_PREFIX}{collection}-{uuid.uuid4().hex}"
+        path.rename(trash)
+        log.info("dropped Edge collection %s", collection)
+        return existed, trash
+
     def _close_all(self) -> None:
         try:
             close_shards(self._shards.values())
         finally:
             self._shards.clear()
+
+
+def _hit(record: Record, *, with_vector: bool = False) -> Hit:
+    """A retrieved point as a hit (score 0); its vector when asked for."""
+    vector = None
+    if with_vector:
+        raw: Any = record.vector
+        # One unnamed dense vector per point (see .shards): a list of floats.
+        vector = [float(x) for x in raw] if raw is not None else None
+    return Hit(id=str(record.id), score=0.0, payload=record.payload or {}, vector=vector)
+
+
+def _delete_dropped(root: Path) -> None:
+    """Delete what a drop interrupted by a crash left (its renamed directories)."""
+    for entry in root.iterdir():
+        if entry.name.startswith(DROPPED_PREFIX) and entry.is_dir():
+            log.warning("deleting %s, left by an interrupted drop", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _search_params(
