@@ -11,7 +11,8 @@ JSON keys, so points written before these types existed read back unchanged.
   :class:`FileRecord` of its ``files`` (two copies of a photo are one image, two records).
 - :class:`WindowPayload` — a ``"window"`` point: its image's point id and its box.
 - :class:`UpsertRequest` — the internal hand-off (``POST /internal/v1/upsert``, see
-  docs/CONTRACTS.md): full-image and window points of one or more images.
+  docs/CONTRACTS.md): full-image and window points of one or more images;
+  :class:`AttachRequest` (``POST /internal/v1/attach``): one more file of an indexed image.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class ImagePayload(ImageMetadata):
     #: Here, unlike in the public :class:`ImageMetadata`: the ``stored_path`` of every
     #: record (a keyword index: ``find(collection, "full", "paths", path)``).
     paths: list[str] = Field(default_factory=list)
+    #: The pixel signature the worker computed from the decoded pixels
+    #: (``signatures.PixelSignature``, encoded); unset on points from before it was.
+    signature: str | None = None
 
     @property
     def file_path(self) -> str:
@@ -216,3 +220,17 @@ class UpsertRequest(BaseModel):
     collection: str
     full: list[ImagePointIn] = Field(default_factory=list)
     windows: list[WindowPointIn] = Field(default_factory=list)
+
+
+class AttachRequest(BaseModel):
+    """Internal: a worker whose file's content is indexed already asks the index owner to
+    add the file to that image, with no encoding (``POST /internal/v1/attach``)."""
+
+    collection: str
+    image_id: str = Field(min_length=1, max_length=64)
+    file: FileRecord
+
+
+class AttachAnswer(BaseModel):
+    #: False: no such image (the worker indexes the file in full).
+    attached: bool

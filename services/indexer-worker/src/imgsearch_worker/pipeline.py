@@ -33,6 +33,7 @@ from imgsearch_common.imaging import (
     prescale,
     scale_boxes,
 )
+from imgsearch_common.signatures import pixel_signature
 from imgsearch_common.windows import Box, WindowLayout
 
 
@@ -60,6 +61,8 @@ class PreparedImage:
     prescaled: bool = False
     #: The file's ``st_mtime_ns`` when it was read (:class:`FileRead`).
     mtime_ns: int | None = None
+    #: The pixel signature (``imgsearch_common.signatures``), encoded as stored.
+    signature: str | None = None
     #: With ``keep_decoded=True``: the decoded image and the boxes in its pixels (tests).
     decoded: Image.Image | None = None
     decoded_boxes: list[Box] | None = None
@@ -160,6 +163,9 @@ def prepare_image(
     pixels[0] = model_input(cut, image_size)
     if boxes:
         pixels[1:] = crops_to_model_inputs(cut, cut_boxes, image_size)
+    # From the pixels already decoded: the thumbnail from the smaller copy, the digest
+    # from the decode itself (what the duplicate finder verifies pairs with).
+    signature = pixel_signature(img, (width, height), thumb_from=cut).encode()
     t3 = time.perf_counter()
     sha = file.sha256
     return PreparedImage(
@@ -174,6 +180,7 @@ def prepare_image(
         decoded_size=img.size,
         prescaled=cut is not img,
         mtime_ns=file.mtime_ns,
+        signature=signature,
         decoded=img if keep_decoded else None,
         decoded_boxes=(
             scale_boxes(boxes, img.width / width, img.height / height) if keep_decoded else None

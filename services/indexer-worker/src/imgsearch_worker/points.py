@@ -58,6 +58,7 @@ def image_payload(
         collection=job.collection,
         sha256=prepared.sha256,
         windows=len(prepared.boxes),
+        signature=prepared.signature,
     )
     return payload.with_files([record])
 
