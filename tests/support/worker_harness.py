@@ -39,6 +39,8 @@ from tests.support.inprocess import (
 
 PIXELS = "/v1/embed/pixels"
 UPSERT = "/internal/v1/upsert"
+#: A worker's first call to the index owner for each job (is its content indexed already?).
+ATTACH = "/internal/v1/attach"
 
 
 class Switch(httpx.AsyncBaseTransport):

@@ -79,7 +79,9 @@ async def test_windows_are_written_before_the_full_image() -> None:
         await writer.upsert(points(np.random.default_rng(1)))
     finally:
         await writer.aclose()
-    writes = [r.url.path for r in fake.requests if r.url.path.endswith("/points")]
+    writes = [
+        r.url.path for r in fake.requests if r.url.path.endswith("/points") and r.method == "PUT"
+    ]
     assert writes == ["/collections/imgsearch_cats__window/points",
                       "/collections/imgsearch_cats__full/points"]  # fmt: skip
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.support.inprocess import (
     LoopTransport,
 )
 from tests.support.worker_harness import (
+    ATTACH,
     PIXELS,
     UPSERT,
     Switch,
@@ -54,6 +56,13 @@ async def redis_url(redis_server: Proc) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def fresh() -> str:
+    """A suffix that makes a collection this test's own: the in-process index outlives the
+    test, and a content indexed there already is only attached (no encoding, no upsert)."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
 async def queue(redis_url: str) -> AsyncIterator[JobQueue]:
     """A producer's queue on the workers' Redis database."""
     redis = Redis.from_url(redis_url)
@@ -69,7 +78,12 @@ async def _collection_count(stack: InProcessStack, collection: str) -> int:
 
 @pytest.mark.parametrize("downstream", ["encoder", "index"])
 async def test_an_outage_longer_than_the_old_budget_loses_nothing(
-    inprocess: InProcessStack, redis_url: str, queue: JobQueue, tmp_path: Path, downstream: str
+    inprocess: InProcessStack,
+    redis_url: str,
+    queue: JobQueue,
+    tmp_path: Path,
+    downstream: str,
+    fresh: str,
 ) -> None:
     # With these settings the old rule (MAX_ATTEMPTS=3, backoff 0.1 then 0.2 s)
     # dead-lettered a job after about 0.3 s of outage; the window is 60 s.
@@ -77,7 +91,7 @@ async def test_an_outage_longer_than_the_old_budget_loses_nothing(
     settings = worker_settings(
         redis_url, max_attempts=3, retry_window_s=60, claim_idle_ms=int(claim_idle_s * 1000)
     )
-    collection = f"outage-{downstream}"
+    collection = f"outage-{downstream}-{fresh}"
     # A job another worker took before it died: pending, never to be acknowledged by it.
     orphan_batch, _ = await queue.create_batch(
         collection, items(write_images(tmp_path / "orphan", 1, seed=1))
@@ -86,7 +100,7 @@ async def test_an_outage_longer_than_the_old_budget_loses_nothing(
     orphaned_at = time.monotonic()
     async with running_worker(inprocess, settings) as w:
         switch = w.encoder if downstream == "encoder" else w.index
-        failing_call = PIXELS if downstream == "encoder" else UPSERT
+        failing_call = PIXELS if downstream == "encoder" else ATTACH
         switch.down = True
         batch, n = await queue.create_batch(
             collection, items(write_images(tmp_path / "jobs", 6, seed=2))
@@ -133,14 +147,14 @@ async def _pending_ids(queue: JobQueue) -> set[str]:
 
 
 async def test_jobs_held_while_the_breaker_is_open_are_not_taken_over(
-    inprocess: InProcessStack, redis_url: str, queue: JobQueue, tmp_path: Path
+    inprocess: InProcessStack, redis_url: str, queue: JobQueue, tmp_path: Path, fresh: str
 ) -> None:
     # One encode hangs, then the encoder goes down and the next jobs fail: the breaker
     # opens while the hanging job is in flight. Its worker keeps its heartbeat, so a
     # second worker (breaker closed, encoder up) does not claim it as a dead worker's.
     held = worker_settings(redis_url, worker_name="held", worker_concurrency=3, claim_idle_ms=800)
     other = worker_settings(redis_url, worker_name="other", claim_idle_ms=800)
-    collection = "held-open"
+    collection = f"held-open-{fresh}"
     async with running_worker(inprocess, held) as a:
         a.encoder.hold_next(PIXELS)
         slow_batch, _ = await queue.create_batch(
@@ -198,14 +212,14 @@ async def test_a_malformed_entry_is_dead_lettered_once(
 
 
 async def test_requeued_dead_letters_are_indexed(
-    inprocess: InProcessStack, redis_url: str, queue: JobQueue, tmp_path: Path
+    inprocess: InProcessStack, redis_url: str, queue: JobQueue, tmp_path: Path, fresh: str
 ) -> None:
     # A tiny window and a breaker that never opens: the outage dead-letters the jobs.
     settings = worker_settings(redis_url, retry_window_s=0.3, max_attempts=2, breaker_failures=1000)
     paths = write_images(tmp_path / "requeue", 3, seed=8)
     async with running_worker(inprocess, settings) as w:
         w.encoder.down = True
-        batch, _ = await queue.create_batch("requeued", items(paths))
+        batch, _ = await queue.create_batch(f"requeued-{fresh}", items(paths))
         (status,) = await wait_batches(queue, [batch])
         assert (status.done, status.failed) == (0, 3)
         assert {e.reason for e in status.errors} == {"retries_exhausted"}
@@ -214,12 +228,12 @@ async def test_requeued_dead_letters_are_indexed(
         result = await queue.requeue(reasons=["retries_exhausted"])
         assert result.requeued == 3
         (queued,) = result.batches
-        assert (queued.collection, queued.queued) == ("requeued", 3)
+        assert (queued.collection, queued.queued) == (f"requeued-{fresh}", 3)
         (again,) = await wait_batches(queue, [queued.batch_id])
         assert (again.total, again.done, again.failed) == (3, 3, 0)
         assert (await queue.depth())["dead_letters"] == 0
     assert w.index.answered[UPSERT] == 3
-    assert await _collection_count(inprocess, "requeued") == 3
+    assert await _collection_count(inprocess, f"requeued-{fresh}") == 3
 
 
 async def test_a_worker_waits_for_its_encoder_and_stops_while_waiting(

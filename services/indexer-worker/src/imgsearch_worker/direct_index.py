@@ -19,11 +19,11 @@ from typing import Protocol
 
 import httpx
 
-from imgsearch_common.payloads import UpsertRequest
+from imgsearch_common.payloads import FileRecord, UpsertRequest
 from imgsearch_common.vectorstore import open_vector_store
 from imgsearch_common.vectorstore.base import VectorStore
 from imgsearch_common.vectorstore.qdrant_server import MEMORY
-from imgsearch_common.vectorstore.writes import write_images
+from imgsearch_common.vectorstore.writes import attach_file, write_images
 
 from .index_client import IndexClient
 from .settings import WorkerSettings
@@ -34,6 +34,10 @@ class IndexWriter(Protocol):
     :class:`DirectIndexWriter`."""
 
     async def upsert(self, request: UpsertRequest) -> None: ...
+
+    async def attach(self, collection: str, image_id: str, record: FileRecord) -> bool:
+        """Add ``record`` to the indexed image ``image_id``; False: no such image."""
+        ...
 
     async def probe(self) -> None:
         """Raise (``UpstreamUnavailable``) unless the index answers a cheap call."""
@@ -51,6 +55,9 @@ class DirectIndexWriter:
 
     async def upsert(self, request: UpsertRequest) -> None:
         await write_images(self._store, request)
+
+    async def attach(self, collection: str, image_id: str, record: FileRecord) -> bool:
+        return await attach_file(self._store, collection, image_id, record)
 
     async def probe(self) -> None:
         await self._store.collections()

@@ -2,9 +2,10 @@
 
 The embedded Qdrant Edge shard can be opened by one process only, so workers
 never open it: they POST their points to ``/internal/v1/upsert`` with the
-internal token. Errors are translated to our hierarchy: anything but a clean
-2xx is transient (the API may be restarting) except a 4xx, which is a bug or a
-bad token and is reported as such.
+internal token; a file whose content is indexed already is only attached to its
+image (``/internal/v1/attach``). Errors are translated to our hierarchy: anything
+but a clean 2xx is transient (the API may be restarting) except a 4xx, which is a
+bug or a bad token and is reported as such.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import httpx
 
 from imgsearch_common.auth import internal_client
 from imgsearch_common.errors import ImgSearchError, UpstreamUnavailable
-from imgsearch_common.payloads import UpsertRequest
+from imgsearch_common.payloads import AttachAnswer, AttachRequest, FileRecord, UpsertRequest
 
 
 class IndexClient:
@@ -41,15 +42,32 @@ class IndexClient:
             raise UpstreamUnavailable(f"index owner answered {response.status_code}")
 
     async def upsert(self, request: UpsertRequest) -> None:
+        await self._post("/internal/v1/upsert", request.model_dump_json(exclude_none=True))
+
+    async def attach(self, collection: str, image_id: str, record: FileRecord) -> bool:
+        """Add ``record`` to the indexed image ``image_id``; False: no such image (or an
+        index owner from before ``/attach``, which answers 404: index the file in full)."""
+        body = AttachRequest(collection=collection, image_id=image_id, file=record)
+        response = await self._post("/internal/v1/attach", body.model_dump_json(), absent=404)
+        if response is None:
+            return False
+        try:
+            return AttachAnswer.model_validate_json(response.content).attached
+        except ValueError as exc:
+            raise UpstreamUnavailable("index owner's answer to attach is unreadable") from exc
+
+    async def _post(self, path: str, body: str, absent: int | None = None) -> httpx.Response | None:
+        """The answer to a POST of ``body``; None when its status is ``absent``."""
         try:
             response = await self._client.post(
-                "/internal/v1/upsert",
-                content=request.model_dump_json(exclude_none=True),
-                headers={"Content-Type": "application/json"},
+                path, content=body, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"index owner unreachable ({type(exc).__name__})") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise UpstreamUnavailable(f"index owner answered {response.status_code}")
+        if response.status_code == absent:
+            return None
         if response.status_code >= 400:
-            raise ImgSearchError(f"index owner refused the points ({response.status_code})")
+            raise ImgSearchError(f"index owner refused the request ({response.status_code})")
+        return response

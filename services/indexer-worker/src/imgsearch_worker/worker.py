@@ -1,11 +1,14 @@
 """The indexing loop.
 
-A job: read + decode (EXIF applied) + full view + windows (thread pool) →
-encoder (uint8 pixels over HTTP, batched there across all workers) → vectors
-handed to the index owner → **only then** acknowledged. A worker killed at any
-point before the acknowledgement loses nothing: the entry stays pending and is
-claimed again after ``claim_idle_ms``; point ids are deterministic, so the
-replay rewrites the same points.
+A job: read + hash (thread pool) → if that content is indexed already, the index owner
+only adds the file to its image (``attach``: nothing decoded, nothing encoded) → else
+decode (EXIF applied) + full view + windows (thread pool) → encoder (uint8 pixels over
+HTTP, batched there across all workers) → vectors handed to the index owner → **only
+then** acknowledged. A worker killed at any point before the acknowledgement loses
+nothing: the entry stays pending and is claimed again after ``claim_idle_ms``; point ids
+are deterministic, so the replay rewrites the same points. Jobs count by outcome:
+``done`` (encoded and written), ``attached`` (a file of an indexed content), ``failed``,
+``retried``, ``deferred``.
 
 Failures:
 - permanent (corrupt file, unsupported format, too large, missing file): dead-
@@ -52,13 +55,14 @@ from redis.exceptions import RedisError
 
 from imgsearch_common.encoder_client import EncoderClient, EncoderInfo
 from imgsearch_common.errors import ImgSearchError, Overloaded, UpstreamUnavailable
-from imgsearch_common.jobs import Delivery, JobQueue, is_nogroup
+from imgsearch_common.ids import image_id
+from imgsearch_common.jobs import Delivery, Job, JobQueue, is_nogroup
 
 from .breaker import Backoff, BreakerMetrics, BreakerState, CircuitBreaker, overall_state
 from .direct_index import IndexWriter
 from .metrics import WorkerMetrics
-from .pipeline import PreparedImage, prepare_image
-from .points import image_points
+from .pipeline import FileRead, PreparedImage, prepare_image, read_file_stat
+from .points import file_record, image_points
 from .retries import RetryPolicy
 from .settings import WorkerSettings
 
@@ -346,14 +350,7 @@ class Worker:
         try:
             self._check_breaker(ENCODER)
             self._check_breaker(INDEX)
-            prepared = await self._prepare(job.path)
-            t0 = time.perf_counter()
-            self._check_breaker(ENCODER)
-            vectors = await self._downstream(ENCODER, self.encoder.embed_pixels(prepared.pixels))
-            t1 = time.perf_counter()
-            self._check_breaker(INDEX)
-            await self._downstream(INDEX, self.index.upsert(image_points(job, prepared, vectors)))
-            t2 = time.perf_counter()
+            timings, prepared = await self._index(job)
         except _BreakerOpen as exc:
             await self._defer(delivery, exc.breaker)
             return
@@ -368,11 +365,36 @@ class Worker:
             await self._retry(delivery, "internal_error", type(exc).__name__, unexpected=True)
             return
         await self.queue.complete(delivery)
-        timings = {**prepared.timings, "encode": t1 - t0, "upsert": t2 - t1}
         for stage, seconds in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
+        if prepared is None:
+            self.metrics.jobs.labels("attached").inc()
+            return
         self.metrics.windows.inc(len(prepared.boxes))
         self.metrics.jobs.labels("done").inc()
+
+    async def _index(self, job: Job) -> tuple[dict[str, float], PreparedImage | None]:
+        """Index the file of ``job``: its stage timings, and what was encoded (None: its
+        content was indexed already, and the file was only attached to that image)."""
+        t0 = time.perf_counter()
+        read = await self._read(job.path)
+        t1 = time.perf_counter()
+        self._check_breaker(INDEX)
+        record = file_record(job, read.size, read.mtime_ns)
+        attach = self.index.attach(job.collection, image_id(read.sha256), record)
+        if await self._downstream(INDEX, attach):
+            return {"read": t1 - t0, "attach": time.perf_counter() - t1}, None
+        self._check_breaker(ENCODER)
+        prepared = await self._prepare(job.path, read)
+        t2 = time.perf_counter()
+        self._check_breaker(ENCODER)
+        vectors = await self._downstream(ENCODER, self.encoder.embed_pixels(prepared.pixels))
+        t3 = time.perf_counter()
+        self._check_breaker(INDEX)
+        await self._downstream(INDEX, self.index.upsert(image_points(job, prepared, vectors)))
+        t4 = time.perf_counter()
+        timings = {**prepared.timings, "read": t1 - t0, "encode": t3 - t2, "upsert": t4 - t3}
+        return timings, prepared
 
     def _check_breaker(self, name: str) -> None:
         breaker = self.breakers[name]
@@ -390,11 +412,16 @@ class Worker:
         breaker.record_success()
         return result
 
-    async def _prepare(self, path: str) -> PreparedImage:
+    async def _read(self, path: str) -> FileRead:
+        work = partial(read_file_stat, path, self.settings.max_file_bytes)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    async def _prepare(self, path: str, read: FileRead) -> PreparedImage:
         s = self.settings
         work = partial(
             prepare_image,
             path,
+            read=read,
             image_size=self._image_size,
             max_bytes=s.max_file_bytes,
             max_pixels=s.max_image_pixels,
