@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +263,43 @@ def test_a_crashed_exports_temporary_folder_is_ignored(tmp_path: Path) -> None:
     calls: list[Path] = []
     folder, built = cached_graphs(tmp_path, "key", _counting_build(calls))
     assert built and is_complete(folder, "key") and len(calls) == 1
+
+
+def test_two_loaders_at_once_export_once(tmp_path: Path) -> None:
+    # Two encoders starting together on one cache (the test stacks, two `make run`s): the
+    # second waits for the first's export and loads it, instead of exporting again and
+    # replacing the first's finished folder.
+    calls: list[Path] = []
+    slow = _counting_build(calls)
+    started = threading.Event()
+
+    def build(folder: Path) -> None:
+        started.set()
+        time.sleep(0.5)
+        slow(folder)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cached_graphs, tmp_path, "key", build)
+        assert started.wait(10)
+        second = pool.submit(cached_graphs, tmp_path, "key", build)
+        answers = sorted([first.result(), second.result()], key=lambda a: not a[1])
+    assert answers == [(tmp_path / "key", True), (tmp_path / "key", False)]
+    assert len(calls) == 1 and is_complete(tmp_path / "key", "key")
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]
+
+
+def test_a_cold_export_says_it_is_exporting_and_how_long_it_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="imgsearch_encoder")
+    calls: list[Path] = []
+    cached_graphs(tmp_path, "key", _counting_build(calls), what="ViT-B-32 (random), int8")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("exporting ViT-B-32 (random), int8 to ONNX") for m in messages)
+    assert any(re.search(r"exported ViT-B-32 \(random\), int8 in [0-9.]+ s", m) for m in messages)
+    caplog.clear()
+    cached_graphs(tmp_path, "key", _counting_build(calls), what="ViT-B-32 (random), int8")
+    assert not [r for r in caplog.records if "export" in r.getMessage()]
 
 
 @pytest.mark.asyncio(loop_scope="session")

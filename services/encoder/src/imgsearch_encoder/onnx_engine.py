@@ -8,17 +8,20 @@ normalisation and the final L2 normalisation; the text graph takes open_clip's t
 and ends with ``encode_text``'s projection and the same normalisation. Only the
 tokenizer stays in Python.
 
-The graphs are cached under ``DATA_DIR/onnx/<fingerprint>/``; the fingerprint covers the
-model name, the pretrained tag, a hash of every weight, the export settings, the
-precision and the versions of torch, onnx, onnxruntime and open_clip, so any change
-exports again. A cache folder is written under a temporary name and renamed when it is
-complete (its ``manifest.json``, written last, lists every file and its size): a crash
-mid-export leaves a folder that is never loaded. ``int8`` is ONNX Runtime's dynamic
+The graphs are cached under ``ONNX_CACHE_DIR/<fingerprint>/`` (default
+``DATA_DIR/onnx``); the fingerprint covers the model name, the pretrained tag, a hash of
+every weight, the export settings, the precision and the versions of torch, onnx,
+onnxruntime and open_clip, so any change exports again. A cache folder is written under a
+temporary name and renamed when it is complete (its ``manifest.json``, written last, lists
+every file and its size): a crash mid-export leaves a folder that is never loaded.
+Encoders sharing the cache export a fingerprint once (a lock on the cache folder: the
+others wait, then load it). ``int8`` is ONNX Runtime's dynamic
 quantization (int8 weights, activations quantized per batch at run time).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -154,37 +157,71 @@ def _remove_stale_tmp(root: Path) -> None:
             pass
 
 
-def cached_graphs(root: Path, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+def _timed_build(build: Callable[[Path], None], folder: Path, what: str) -> float:
+    """``build(folder)``, said in the log before (a cold export takes tens of seconds) and
+    after, with how long it took; → the seconds."""
+    log.info("exporting %s to ONNX into %s (first start with these weights)", what, folder)
+    started = time.perf_counter()
+    build(folder)
+    took = time.perf_counter() - started
+    log.info("exported %s in %.1f s", what, took)
+    return took
+
+
+@contextmanager
+def _export_lock(root: Path, what: str) -> Iterator[None]:
+    """One export at a time among the processes (and threads) sharing the cache ``root``:
+    ``flock`` on the folder itself, so no lock file is left behind, and the kernel
+    releases it when its holder dies (a killed export never blocks the next start).
+    Exports of different fingerprints wait for each other too: each takes every core."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another encoder is exporting into %s: %s waits for it", root, what)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def cached_graphs(
+    root: Path, key: str, build: Callable[[Path], None], *, what: str = "the graphs"
+) -> tuple[Path, bool]:
     """The folder of the graphs for ``key`` under ``root``, built by ``build(folder)`` when
     no complete one is there; → (folder, whether it was built now). An incomplete folder
-    under the key's name (a crash, a copy cut short) is replaced. Raises OSError when
-    ``root`` cannot be written."""
+    under the key's name (a crash, a copy cut short) is replaced. Loaders sharing ``root``
+    export a key once: the others wait, then load it. ``what`` names the export in the log.
+    Raises OSError when ``root`` cannot be written."""
     final = root / key
     if is_complete(final, key):
         return final, False
     root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(root)
-    tmp = root / f".tmp-{key}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        started = time.perf_counter()
-        build(tmp)
-        _write_manifest(tmp, key, time.perf_counter() - started)
-        if final.exists():
-            log.warning("%s is an incomplete export: replacing it", final)
-            stale = root / f".tmp-stale-{key}-{secrets.token_hex(4)}"
-            final.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not is_complete(final, key):  # not another process's finished export
-                raise
+    with _export_lock(root, what):
+        if is_complete(final, key):  # exported by whoever held the lock before us
             return final, False
-        return final, True
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_stale_tmp(root)
+        tmp = root / f".tmp-{key}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            took = _timed_build(build, tmp, what)
+            _write_manifest(tmp, key, took)
+            if final.exists():
+                log.warning("%s is an incomplete export: replacing it", final)
+                stale = root / f".tmp-stale-{key}-{secrets.token_hex(4)}"
+                final.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not is_complete(final, key):  # not another process's finished export
+                    raise
+                return final, False
+            return final, True
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, name: str) -> None:
@@ -358,15 +395,9 @@ def load_onnx_encoder(
         weights, model_name=model_name, pretrained=pretrained, precision=precision, spec=spec
     )
 
+    what = f"{model_name} ({pretrained}), {precision}"
+
     def build(folder: Path) -> None:
-        log.info(
-            "exporting %s (%s) to ONNX, %s, into %s (first start with these weights)",
-            model_name,
-            pretrained,
-            precision,
-            folder,
-        )
-        started = time.perf_counter()
         try:
             export_graphs(model, tokenizer, spec, precision, folder)
         except Exception as exc:
@@ -376,27 +407,21 @@ def load_onnx_encoder(
                 f"could not export {model_name} to ONNX ({type(exc).__name__}: {exc}); "
                 "ENCODER_ENGINE=torch runs it without an export"
             ) from exc
-        log.info(
-            "exporting %s to ONNX (%s) took %.1f s",
-            model_name,
-            precision,
-            time.perf_counter() - started,
-        )
 
     temporary: Path | None = None
     try:
-        folder, _ = cached_graphs(cache_root, key, build)
+        folder, _ = cached_graphs(cache_root, key, build, what=what)
         graphs: Path | None = folder
     except OSError as exc:
-        # A read-only DATA_DIR must not stop the encoder: export where we can, every start.
+        # A read-only cache folder must not stop the encoder: export where we can, every start.
         log.warning(
             "cannot cache the ONNX graphs under %s (%s): exporting into a temporary folder; "
-            "every start will export again",
+            "every start will export again (ONNX_CACHE_DIR names a writable one)",
             cache_root,
             exc,
         )
         temporary = Path(tempfile.mkdtemp(prefix="imgsearch-onnx-"))
-        build(temporary)
+        _timed_build(build, temporary, what)
         folder, graphs = temporary, None
     try:
         image = _session(folder / "image.onnx", threads)
