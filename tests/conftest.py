@@ -76,6 +76,18 @@ class RedisServers:
             proc.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ``ONNX_CACHE_DIR`` for the whole session, in the environment (so the encoders of
+    the in-process stack, the process stacks' children and the encoder tests all see it):
+    the default engine's graphs are exported once per session (tens of seconds), not once
+    per stack. Removed from the environment at the end."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONNX_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServers]:
     servers = RedisServers(tmp_path_factory)

@@ -56,12 +56,15 @@ class Reference:
 
 
 def _settings(**overrides: Any) -> EncoderSettings:
-    """Test settings: every field that matters is explicit, so no environment leaks in."""
+    """Test settings: every field that matters is explicit, so no environment leaks in.
+    The torch engine: these tests compare it with open_clip itself; the onnx engine (the
+    default on a CPU) is compared with it in test_onnx_engine.py, and serves the stacks."""
     values: dict[str, Any] = {
         "clip_model": MODEL,
         "clip_pretrained": "random",
         "clip_random_seed": SEED,
         "device": "cpu",
+        "encoder_engine": "torch",
         "internal_token": TOKEN,
         "max_batch_size": 5,
         # Long enough that concurrent test requests land in one batch even on a busy CPU.

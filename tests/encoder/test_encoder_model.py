@@ -23,7 +23,8 @@ from imgsearch_encoder import EncoderSettings
 from imgsearch_encoder.model import load_encoder
 
 settings = EncoderSettings(
-    clip_model="ViT-B-32", clip_pretrained="random", clip_random_seed=0, device="cpu"
+    clip_model="ViT-B-32", clip_pretrained="random", clip_random_seed=0, device="cpu",
+    encoder_engine="torch",
 )
 state = load_encoder(settings).model.state_dict()
 names = json.loads(sys.argv[1])

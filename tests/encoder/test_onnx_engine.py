@@ -47,12 +47,15 @@ TEXTS = ["a cat on a sofa", "the moon", "", "x" * 400, "astronaut, rocket, flag"
 
 
 def _settings(data_dir: Path, **overrides: Any) -> EncoderSettings:
+    """The torch engine unless ``encoder_engine`` says otherwise (the reference); the graphs
+    go to the session's ``ONNX_CACHE_DIR`` (tests/conftest.py), shared with the stacks."""
     values: dict[str, Any] = {
         "clip_model": "ViT-B-32",
         "clip_pretrained": "random",
         "clip_random_seed": 0,
         "device": "cpu",
         "data_dir": data_dir,
+        "encoder_engine": "torch",
     }
     values.update(overrides)
     return EncoderSettings(**values)
@@ -72,7 +75,8 @@ def torch_engine(onnx_data_dir: Path) -> ClipEncoder:
 
 @pytest.fixture(scope="session")
 def onnx_engines(onnx_data_dir: Path) -> dict[str, OnnxEncoder]:
-    """fp32 and int8, each exported once into the session's DATA_DIR."""
+    """fp32 and int8, each exported once per session (or loaded, when a stack of the
+    session exported it first) into the session's ONNX_CACHE_DIR."""
     engines = {}
     for precision in ("fp32", "int8"):
         engine = load_encoder(
@@ -140,7 +144,8 @@ def test_the_engine_describes_itself(onnx_engines, onnx_data_dir: Path) -> None:
         )
         assert engine.dtype == {"fp32": "float32", "int8": "int8"}[precision]
         assert engine.gpu_memory_used() == 0
-        assert engine.graphs is not None and engine.graphs.parent == onnx_data_dir / "onnx"
+        cache = _settings(onnx_data_dir).onnx_cache_root
+        assert engine.graphs is not None and engine.graphs.parent == cache
     with pytest.raises(ValueError, match="expected uint8 pixels"):
         onnx_engines["fp32"].encode_pixels(np.zeros((1, 224, 224, 3), dtype=np.float32))
 
@@ -152,13 +157,15 @@ def test_a_second_load_reuses_the_cached_graphs(
     assert folder is not None and is_complete(folder, folder.name)
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     caplog.set_level(logging.INFO, logger="imgsearch_encoder")
-    again = load_encoder(_settings(onnx_data_dir, encoder_engine="onnx"))
+    again = load_encoder(_settings(onnx_data_dir, encoder_engine="onnx", encoder_precision="fp32"))
     assert isinstance(again, OnnxEncoder) and again.graphs == folder
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
     assert not [r for r in caplog.records if "exporting" in r.getMessage()]
-    # One folder per precision, no temporary folder left behind.
-    names = sorted(p.name for p in (onnx_data_dir / "onnx").iterdir())
-    assert names == sorted(e.graphs.name for e in onnx_engines.values() if e.graphs)
+    # One folder per precision, no temporary folder left behind (the stacks of the session
+    # may have cached other models' graphs beside them).
+    names = {p.name for p in folder.parent.iterdir()}
+    assert names >= {e.graphs.name for e in onnx_engines.values() if e.graphs}
+    assert not [n for n in names if n.startswith(".")]
     again.close()
 
 
@@ -312,7 +319,9 @@ async def test_the_app_serves_the_onnx_engine(
     torch_vectors,
     photo_crops,
 ) -> None:
-    settings = make_settings(encoder_engine="onnx", data_dir=onnx_data_dir)
+    settings = make_settings(
+        encoder_engine="onnx", encoder_precision="fp32", data_dir=onnx_data_dir
+    )
     async with run_encoder(settings) as running:
         health = (await running.client.get("/health")).json()
         assert (health["engine"], health["precision"], health["dtype"]) == (
@@ -331,7 +340,7 @@ async def test_the_app_serves_the_onnx_engine(
         ({"encoder_engine": "onnx", "encoder_precision": "fp16"}, "needs ENCODER_ENGINE=torch"),
         ({"encoder_engine": "onnx", "encoder_precision": "bf16"}, "needs ENCODER_ENGINE=torch"),
         ({"encoder_engine": "torch", "encoder_precision": "int8"}, "needs ENCODER_ENGINE=onnx"),
-        ({"encoder_engine": "tensorrt"}, "must be one of torch, onnx"),
+        ({"encoder_engine": "tensorrt"}, "must be one of auto, torch, onnx"),
         ({"encoder_precision": "fp8"}, "must be one of fp32, int8, fp16, bf16"),
     ],
 )
@@ -346,7 +355,44 @@ def test_the_settings_accept_any_case_and_empty_means_default(tmp_path: Path) ->
     settings = _settings(tmp_path, encoder_engine=" ONNX ", encoder_precision="Int8")
     assert (settings.encoder_engine, settings.encoder_precision) == ("onnx", "int8")
     assert _settings(tmp_path, encoder_precision="").encoder_precision is None
-    assert _settings(tmp_path).encoder_engine == "torch"  # the default in this version
+
+
+def test_the_default_engine_is_onnx_int8_on_a_cpu_and_torch_on_cuda(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("ENCODER_ENGINE", "ENCODER_PRECISION", "ONNX_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    unset = EncoderSettings(data_dir=tmp_path)
+    assert (unset.encoder_engine, unset.encoder_precision) == ("auto", None)
+    assert (unset.engine_for("cpu"), unset.engine_for("cuda")) == ("onnx", "torch")
+    assert unset.onnx_cache_root == tmp_path / "onnx"
+    # A precision only one engine has picks that engine, whatever the device.
+    for precision, engine in (("int8", "onnx"), ("fp16", "torch"), ("bf16", "torch")):
+        settings = EncoderSettings(encoder_precision=precision)
+        assert (settings.engine_for("cpu"), settings.engine_for("cuda")) == (engine, engine)
+    fp32 = EncoderSettings(encoder_precision="fp32")
+    assert (fp32.engine_for("cpu"), fp32.engine_for("cuda")) == ("onnx", "torch")
+    assert EncoderSettings(encoder_engine="torch").engine_for("cpu") == "torch"
+    monkeypatch.setenv("ONNX_CACHE_DIR", str(tmp_path / "graphs"))
+    assert EncoderSettings().onnx_cache_root == tmp_path / "graphs"
+    monkeypatch.setenv("ONNX_CACHE_DIR", "")
+    assert EncoderSettings(data_dir=tmp_path).onnx_cache_root == tmp_path / "onnx"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_app_on_the_default_settings_serves_onnx_int8_on_this_cpu(
+    run_encoder, make_settings, embed_pixels, onnx_engines, torch_vectors, photo_crops, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="imgsearch_encoder")
+    settings = make_settings(encoder_engine="auto", device="auto")
+    async with run_encoder(settings) as running:
+        health = (await running.client.get("/health")).json()
+        assert (health["engine"], health["precision"], health["dtype"]) == ("onnx", "int8", "int8")
+        assert health["device"] == "cpu"
+        vectors = await embed_pixels(running.client, photo_crops[:7])
+    assert _cosines(vectors, torch_vectors[:7]).min() >= 0.99
+    assert any("engine onnx (ENCODER_ENGINE=auto)" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -189,7 +189,8 @@ class InProcessStack:
     async def _start(self) -> None:
         self._exit = contextlib.AsyncExitStack()
         self._stop_workers = asyncio.Event()
-        self.encoder_app = create_encoder_app(encoder_settings())
+        # The default engine (on a CPU: onnx, its graphs in ONNX_CACHE_DIR, else DATA_DIR).
+        self.encoder_app = create_encoder_app(encoder_settings(data_dir=self.data_dir))
         await self._exit.enter_async_context(_lifespan(self.encoder_app))
         self.api_app = create_app(
             self.api_settings(**self.api_overrides),

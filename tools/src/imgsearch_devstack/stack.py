@@ -29,6 +29,10 @@ from .supervisor import RestartPolicy, Supervisor
 
 log = logging.getLogger("imgsearch_devstack")
 
+#: How long the encoder may take to answer /health at start (s): its first start on a CPU
+#: exports the model's graphs (measured 45-60 s per precision on 2 shared cores).
+ENCODER_START_TIMEOUT_S = 600.0
+
 
 class PortInUse(RuntimeError):
     """A port the stack must listen on is taken (the message says which and what to do)."""
@@ -203,9 +207,11 @@ class LocalStack:
         return chosen
 
     def start_encoder(self) -> Proc:
+        # A first start on a CPU exports the model to ONNX (ENCODER_ENGINE=auto): about a
+        # minute on 2 cores, more on a loaded machine; later starts load the cached graphs.
         self.encoder = start_service(
             "encoder", "imgsearch_encoder", self.env(), self.encoder_url + "/health",
-            log_dir=self.log_dir,
+            log_dir=self.log_dir, timeout=ENCODER_START_TIMEOUT_S,
         )  # fmt: skip
         return self.encoder
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from imgsearch_common.catalog import model_fingerprint
 
-from .settings import EncoderSettings
+from .settings import DEFAULT_ONNX_PRECISION, EncoderSettings
 
 log = logging.getLogger(__name__)
 
@@ -337,26 +337,36 @@ def _module(model: object) -> torch.nn.Module:
     return model
 
 
+def _engine_and_device(settings: EncoderSettings) -> tuple[str, torch.device]:
+    """The engine (``ENCODER_ENGINE``, ``auto`` resolved) and the device it runs on; raises
+    :class:`ModelLoadError` for a combination that cannot run, before any weight is loaded."""
+    auto_device = settings.device.lower() == "auto"
+    if settings.encoder_engine == "onnx" and auto_device:
+        device = torch.device("cpu")  # the CPU-only engine asked for: DEVICE=auto is the CPU
+    else:
+        device = resolve_device(settings.device)
+    engine = settings.engine_for(device.type)
+    if engine == "onnx":
+        if auto_device:
+            device = torch.device("cpu")  # ENCODER_PRECISION=int8 on a machine with CUDA
+        if device.type != "cpu":
+            # The ONNX Runtime wheel the encoder installs runs on the CPU only.
+            raise ModelLoadError(
+                f"ENCODER_ENGINE=onnx runs on the CPU (DEVICE={settings.device!r}); "
+                "set DEVICE=cpu or auto, or ENCODER_ENGINE=torch for the GPU"
+            )
+    elif settings.encoder_precision is not None:
+        check_torch_precision(settings.encoder_precision, device)  # before loading weights
+    return engine, device
+
+
 def load_encoder(settings: EncoderSettings) -> Engine:
     """Load the model the settings name and the engine that runs it. Blocking (seconds;
     the ONNX engine's first start exports the graphs, tens of seconds); raises
     :class:`ModelLoadError`."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    if settings.encoder_engine == "onnx":
-        # The ONNX Runtime wheel the encoder installs runs on the CPU only.
-        device = torch.device("cpu") if settings.device.lower() == "auto" else None
-        device = device or resolve_device(settings.device)
-        if device.type != "cpu":
-            raise ModelLoadError(
-                f"ENCODER_ENGINE=onnx runs on the CPU (DEVICE={settings.device!r}); "
-                "set DEVICE=cpu or auto, or ENCODER_ENGINE=torch for the GPU"
-            )
-    else:
-        device = resolve_device(settings.device)
-        precision = settings.encoder_precision
-        if precision is not None:
-            check_torch_precision(precision, device)  # before the weights are loaded
+    engine, device = _engine_and_device(settings)
     name = settings.clip_model
     if not name.startswith(_SCHEMAS):
         name = name.replace("/", "-")  # open_clip's own spelling: ViT-B/32 → ViT-B-32
@@ -395,7 +405,7 @@ def load_encoder(settings: EncoderSettings) -> Engine:
     tokenizer = open_clip.get_tokenizer(name)
     weights = weights_hash(model)  # before the model moves to a device or a dtype
     encoder: Engine
-    if settings.encoder_engine == "onnx":
+    if engine == "onnx":
         from .onnx_engine import load_onnx_encoder  # only this engine needs onnx
 
         encoder = load_onnx_encoder(
@@ -403,8 +413,8 @@ def load_encoder(settings: EncoderSettings) -> Engine:
             tokenizer,
             model_name=name,
             pretrained=label,
-            precision=settings.encoder_precision or "fp32",
-            cache_root=settings.data_dir / "onnx",
+            precision=settings.encoder_precision or DEFAULT_ONNX_PRECISION,
+            cache_root=settings.onnx_cache_root,
             threads=settings.torch_threads,
             weights=weights,
         )
@@ -421,11 +431,12 @@ def load_encoder(settings: EncoderSettings) -> Engine:
         )
     encoder.fingerprint = model_fingerprint(name, label, encoder.image_size, weights)
     log.info(
-        "loaded %s (%s) on %s, engine %s, %s, dim %d, input %dpx, fingerprint %s",
+        "loaded %s (%s) on %s, engine %s%s, %s, dim %d, input %dpx, fingerprint %s",
         name,
         label,
         encoder.device,
         encoder.engine,
+        " (ENCODER_ENGINE=auto)" if settings.encoder_engine == "auto" else "",
         encoder.dtype,
         encoder.dim,
         encoder.image_size,

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from imgsearch_common.settings import CommonSettings, empty_is_unset
 
 #: Value of ``CLIP_PRETRAINED`` that selects seeded random weights (offline, not semantic).
 RANDOM_WEIGHTS = "random"
-#: ``ENCODER_ENGINE`` values: what runs the forward pass.
+#: What runs the forward pass.
 ENGINES = ("torch", "onnx")
+#: ``ENCODER_ENGINE`` values: an engine, or ``auto`` (resolved at load, see
+#: :meth:`EncoderSettings.engine_for`).
+ENGINE_CHOICES = ("auto", *ENGINES)
 #: ``ENCODER_PRECISION`` values, and the engines each applies to (the device is checked at
 #: start: fp16 and bf16 need CUDA).
 PRECISIONS = {"fp32": ENGINES, "int8": ("onnx",), "fp16": ("torch",), "bf16": ("torch",)}
 #: ``MAX_BATCH_SIZE`` when unset, per device type (measured: benchmarks/README.md).
 DEFAULT_BATCH_SIZES = {"cpu": 16, "cuda": 256}
+#: ``ENCODER_PRECISION`` of the onnx engine when unset: int8 indexed 2.76x torch fp32's
+#: images/s end to end on 2 cores (onnx fp32: 1.84x) with every quality family's R@1
+#: identical -- measured with random weights (benchmarks/README.md, "Engines side by
+#: side"); tests/encoder/test_onnx_engine.py bounds its cosine to torch's vectors.
+DEFAULT_ONNX_PRECISION = "int8"
 
 
 class EncoderSettings(CommonSettings):
@@ -31,14 +41,20 @@ class EncoderSettings(CommonSettings):
     #: fp16 on CUDA (the weights are cast to fp16): faster on tensor-core GPUs, embeddings
     #: differ from fp32 only slightly. Ignored on CPU, which always runs fp32.
     gpu_mixed_precision: bool = True
-    #: What runs the forward pass: ``torch`` (eager, CPU or CUDA) or ``onnx`` (the same
-    #: model exported to ONNX once, cached under ``DATA_DIR/onnx``, run by ONNX Runtime on
-    #: the CPU; measured faster there, see benchmarks/README.md).
-    encoder_engine: str = "torch"
+    #: What runs the forward pass: ``torch`` (eager, CPU or CUDA), ``onnx`` (the same
+    #: model exported to ONNX once, cached under ``ONNX_CACHE_DIR``, run by ONNX Runtime on
+    #: the CPU; measured faster there, see benchmarks/README.md) or ``auto``: onnx on the
+    #: CPU, torch on CUDA (the engine a precision needs, when only one has it).
+    encoder_engine: str = "auto"
     #: ``fp32``; ``int8`` (onnx: dynamic quantization of the weights, faster on a CPU,
-    #: vectors slightly different); ``fp16``/``bf16`` (torch on CUDA). Unset: fp16 on CUDA
-    #: when ``gpu_mixed_precision``, else fp32.
+    #: vectors slightly different); ``fp16``/``bf16`` (torch on CUDA). Unset: int8 on
+    #: the onnx engine; on torch fp16 on CUDA when ``gpu_mixed_precision``, else fp32.
     encoder_precision: str | None = None
+    #: Where the onnx engine caches its exported graphs (one folder per fingerprint).
+    #: Unset: ``DATA_DIR/onnx``. Folders may share it (the tests point every stack of a
+    #: session at one, so the graphs are exported once). A string, not a Path: the deploy
+    #: tests load this module on its own, where pydantic cannot resolve ``Path``.
+    onnx_cache_dir: str | None = None
 
     encoder_host: str = "127.0.0.1"
     encoder_port: int = Field(default=8001, ge=1, le=65535)
@@ -79,6 +95,7 @@ class EncoderSettings(CommonSettings):
         "torch_threads",
         "max_query_queue_items",
         "encoder_precision",
+        "onnx_cache_dir",
         mode="before",
     )
     @classmethod
@@ -99,7 +116,7 @@ class EncoderSettings(CommonSettings):
         if value is None:
             return None
         value = value.strip().lower()
-        choices = ENGINES if info.field_name == "encoder_engine" else tuple(PRECISIONS)
+        choices = ENGINE_CHOICES if info.field_name == "encoder_engine" else tuple(PRECISIONS)
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
         return value
@@ -107,7 +124,8 @@ class EncoderSettings(CommonSettings):
     @model_validator(mode="after")
     def _precision_fits_engine(self) -> EncoderSettings:
         precision = self.encoder_precision
-        if precision is not None and self.encoder_engine not in PRECISIONS[precision]:
+        engine = self.encoder_engine
+        if precision is not None and engine != "auto" and engine not in PRECISIONS[precision]:
             engines = " or ".join(f"ENCODER_ENGINE={e}" for e in PRECISIONS[precision])
             raise ValueError(
                 f"ENCODER_PRECISION={precision} does not apply to "
@@ -144,6 +162,25 @@ class EncoderSettings(CommonSettings):
         if self.max_batch_size is not None:
             return self.max_batch_size
         return DEFAULT_BATCH_SIZES.get(device_type, DEFAULT_BATCH_SIZES["cpu"])
+
+    def engine_for(self, device_type: str) -> str:
+        """The engine that runs the model: ``encoder_engine``, or for ``auto`` the one
+        engine ``encoder_precision`` applies to (int8: onnx; fp16, bf16: torch), else
+        onnx on a CPU (``device_type`` ``cpu``: measured faster there) and torch on CUDA."""
+        if self.encoder_engine != "auto":
+            return self.encoder_engine
+        if self.encoder_precision is not None:
+            engines = PRECISIONS[self.encoder_precision]
+            if len(engines) == 1:
+                return engines[0]
+        return "onnx" if device_type == "cpu" else "torch"
+
+    @property
+    def onnx_cache_root(self) -> Path:
+        """``onnx_cache_dir``, or its default ``DATA_DIR/onnx``."""
+        if self.onnx_cache_dir is None:
+            return self.data_dir / "onnx"
+        return Path(self.onnx_cache_dir).expanduser()
 
     @property
     def uses_random_weights(self) -> bool:
