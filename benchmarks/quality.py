@@ -6,14 +6,23 @@ starts the real stack as processes (``imgsearch_devstack.LocalStack``: redis-ser
 set through ``/api/index/folder``, sends every query through ``/api/search/by-image``,
 prints a table and writes ``quality.json`` under ``--out``.
 
-Two modes run one after the other on the same photos and queries:
+Three modes run one after the other on the same photos and queries:
 
 - ``ours``: the engine's defaults (relative windows, best-window score, re-scoring,
   query-side windows for the ``contains`` family through ``match_mode=contains``);
+- ``stage1``: ours with stage two off (``RESCORE_TOP_K=0``) and the top ``STAGE1_LIMIT``
+  answers: the ranking stage two starts from, so its recall@K per family says whether the
+  parent is among the K pictures ``RESCORE_TOP_K=K`` re-scores;
 - ``baseline``: the original system's algorithm as the reference: fixed 224/448 px windows
   at stride 56 (``WINDOW_GEOMETRY=baseline``), its ``0.7·max + 0.3·mean + 0.1·frequency``
   score (``PARTIAL_RULE=baseline``), no re-scoring, no query-side windows, and its 0.5
   thresholds.
+
+``--variant NAME:KEY=VALUE,...`` adds modes: ours with other settings, in the same run (to
+measure a default before and after, e.g. ``--variant k16:RESCORE_TOP_K=16``).
+
+The encoder runs its default engine (on a CPU: ONNX Runtime int8), its graphs cached
+under ``DATA_DIR/bench-cache/onnx`` (exported on the first run only).
 
 The weights are random (no pretrained weights can be downloaded here): the figures measure
 the pipeline's geometry and aggregation on random-weight features, not CLIP's semantics.
@@ -51,6 +60,10 @@ log = logging.getLogger("benchmarks.quality")
 
 COLLECTION = "bench"
 RESULTS_LIMIT = 10
+#: Answers asked for in the ``stage1`` mode, and the K its recall@K is reported at
+#: (``RESCORE_TOP_K`` is at most 50).
+STAGE1_LIMIT = 32
+STAGE1_KS = (1, 2, 4, 8, 12, 16, 24, 32)
 RANDOM_NOTE = (
     "CLIP_PRETRAINED=random: these numbers measure the pipeline's geometry and aggregation "
     "on random-weight features, not CLIP's semantics; score thresholds do not carry over "
@@ -71,6 +84,13 @@ MODES: dict[str, dict[str, Any]] = {
         "env": {},
         "match_mode": {"contains": "contains"},
         "min_score": None,
+    },
+    "stage1": {
+        "env": {"RESCORE_TOP_K": "0"},
+        "match_mode": {"contains": "contains"},
+        "min_score": None,
+        "limit": STAGE1_LIMIT,
+        "ks": STAGE1_KS,
     },
     "baseline": {
         "env": {"WINDOW_GEOMETRY": "baseline", "PARTIAL_RULE": "baseline", "RESCORE_TOP_K": "0"},
@@ -114,12 +134,17 @@ def run_mode(
     workers: int,
     extra_env: dict[str, str],
     concurrency: int = 1,
+    spec: dict[str, Any] | None = None,
+    onnx_cache: Path | None = None,
 ) -> dict[str, Any]:
-    spec = MODES[mode]
+    """``spec``: the mode's (default ``MODES[mode]``); ``onnx_cache``: ``ONNX_CACHE_DIR``
+    of the encoder (None: its default, in the mode's fresh data folder)."""
+    spec = spec if spec is not None else MODES[mode]
     data_dir = work / f"data-{mode}"
     # The photos' folder is the one the API may index (INDEX_ROOTS: none by default).
     roots = {"INDEX_ROOTS": json.dumps([str(photos_dir.resolve())])}
-    env = {**BASE_ENV, **spec["env"], **extra_env, **roots}
+    cache = {"ONNX_CACHE_DIR": str(onnx_cache)} if onnx_cache is not None else {}
+    env = {**BASE_ENV, **cache, **spec["env"], **extra_env, **roots}
     config = StackConfig.on_free_ports(data_dir, workers=workers, extra_env=env)
     by_file = {fname: name for name, fname in files.items()}
     log.info("[%s] starting the stack", mode)
@@ -152,7 +177,8 @@ def run_mode(
         "mode": mode,
         "env": {**spec["env"], **extra_env},
         "min_score_sent": spec["min_score"],
-        "encoder": {k: health.get(k) for k in ("model", "pretrained", "device", "dtype")},
+        "encoder": {k: health.get(k) for k in ("model", "pretrained", "device", "dtype", "engine")},
+        "results_limit": spec.get("limit", RESULTS_LIMIT),
         "stack_start_s": round(started_s, 1),
         "index": {
             "photos": counts["full_images"],
@@ -171,7 +197,8 @@ def run_mode(
 def _ask(
     api: httpx.Client, query: qd.Query, spec: dict[str, Any], by_file: dict[str, str]
 ) -> Outcome:
-    form: dict[str, str] = {"collection": COLLECTION, "limit": str(RESULTS_LIMIT)}
+    limit = spec.get("limit", RESULTS_LIMIT)
+    form: dict[str, str] = {"collection": COLLECTION, "limit": str(limit)}
     mode = spec["match_mode"].get(query.family)
     if mode:
         form["match_mode"] = mode
@@ -240,8 +267,11 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return round(statistics.fmean(got), 4) if got else None
 
 
-def figures(outcomes: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per family and per ``family/group``: recall, MRR, IoU, false matches, latency."""
+def figures(
+    outcomes: Sequence[dict[str, Any]], ks: Sequence[int] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per family and per ``family/group``: recall, MRR, IoU, false matches, latency;
+    recall at each of ``ks`` too (``recall@k``, keyed by K as a string)."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
         groups[o["family"]].append(o)
@@ -260,6 +290,11 @@ def figures(outcomes: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             fig["recall@1"] = round(sum(r == 1 for r in ranks) / len(rows), 4)
             fig["recall@5"] = round(sum(r is not None and r <= 5 for r in ranks) / len(rows), 4)
             fig["mrr"] = round(sum(1.0 / r for r in ranks if r) / len(rows), 4)
+            if ks:
+                fig["recall@k"] = {
+                    str(k): round(sum(r is not None and r <= k for r in ranks) / len(rows), 4)
+                    for k in ks
+                }
             if rows[0]["family"] == "partial":
                 fig["box_iou"] = _mean(o["box_iou"] for o in rows)
             if rows[0]["family"] == "contains":
@@ -349,6 +384,9 @@ def table(report: dict[str, Any]) -> str:
         f"(latency: client-side, with {'/'.join(map(str, sorted(flight)))} queries in flight)"
     )
     lines += ["", *target_lines(report)]
+    stage_one = stage_one_lines(report)
+    if stage_one:
+        lines += ["", *stage_one]
     lines.append("")
     lines.append("no-match rule, thresholds applied to the recorded scores (all families):")
     lines.append(
@@ -397,6 +435,29 @@ def target_lines(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def stage_one_lines(report: dict[str, Any]) -> list[str]:
+    """Stage one's recall@K per family (the ``stage1`` mode): is the parent among the K
+    best pictures of stage one, the ones ``RESCORE_TOP_K=K`` would re-score?"""
+    stage1 = report["modes"].get("stage1")
+    if not stage1:
+        return []
+    figs = stage1["figures"]
+    ks = [k for k in next((f["recall@k"] for f in figs.values() if "recall@k" in f), {})]
+    if not ks:
+        return []
+    lines = [
+        f"stage one's recall@K (mode stage1: RESCORE_TOP_K=0, top {stage1['results_limit']}):"
+        " is the parent among the K pictures stage two re-scores?",
+        f"{'family':<22}" + "".join(f"{'K=' + k:>8}" for k in ks),
+    ]
+    for key in sorted(figs):
+        if "recall@k" in figs[key]:
+            cells = "".join(f"{_f(figs[key]['recall@k'][k]):>8}" for k in ks)
+            label = f"{key} ({figs[key]['n']})"
+            lines.append(f"{label:<22}" + cells)
+    return lines
+
+
 def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -412,7 +473,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-area", type=int, default=None, help="partial crops per size")
     parser.add_argument("--photos", type=int, default=None, help="index only this many photos")
     parser.add_argument(
-        "--modes", default="ours,baseline", help="comma-separated, from: " + ", ".join(MODES)
+        "--modes",
+        default="ours,stage1,baseline",
+        help="comma-separated, from: " + ", ".join(MODES) + " and the --variant names",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="one more mode: ours with these settings (e.g. k16:RESCORE_TOP_K=16); "
+        "run after the --modes ones",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -433,10 +504,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    specs = dict(MODES)
+    for item in args.variant:
+        name, _, pairs = item.partition(":")
+        name = name.strip()
+        if not name or name in specs or not pairs:
+            parser.error(f"--variant {item!r}: NAME:KEY=VALUE,... with a new NAME")
+        env = dict(kv.strip().split("=", 1) for kv in pairs.split(",") if "=" in kv)
+        specs[name] = {**MODES["ours"], "env": {**MODES["ours"]["env"], **env}}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         parser.error(f"unknown mode(s) {unknown}")
+    modes += [m for m in specs if m not in MODES and m not in modes]
+    variants = {m for m in specs if m not in MODES}
     max_side = args.max_side or (640 if args.quick else 800)
     per_area = args.per_area or 1
     photo_limit = args.photos or (8 if args.quick else None)
@@ -468,10 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 queries,
                 work,
                 workers=args.workers,
-                extra_env=extra_env if mode == "ours" else {},
+                extra_env=extra_env if mode in {"ours", "stage1"} | variants else {},
                 concurrency=args.concurrency,
+                spec=specs[mode],
+                onnx_cache=cache / "onnx",
             )
-            run["figures"] = figures(run["outcomes"])
+            run["figures"] = figures(run["outcomes"], specs[mode].get("ks", ()))
             run["figures_all"] = figures(
                 [
                     {**o, "family": "all", "group": "all"}

@@ -4,8 +4,10 @@ A program, not a test: it prints a table and writes JSON (``--out DIR``). Sectio
 (``--only``, comma-separated; default all):
 
 - ``model``    crops/s of the bare open_clip image tower at its best batch size: the ceiling;
-               and each engine of ``--engines`` (torch fp32, ONNX Runtime fp32 and int8)
-               through its ``encode_pixels``, side by side in one run.
+               and each engine of ``--engines`` (torch fp32, ONNX Runtime fp32 and int8;
+               OpenVINO where installed) through its ``encode_pixels``, side by side in
+               one run. The other sections run the torch engine (``--env
+               ENCODER_ENGINE=auto`` for the default one).
 - ``encoder``  crops/s through the encoder's HTTP API under concurrent load, as a ratio to
                ``model`` (measured again right after, to bracket the noise); latency p50/p99.
 - ``prep``     CPU cost per image of decode + windows, per format, for each decode option.
@@ -67,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--engines",
         default="torch-fp32,onnx-fp32,onnx-int8",
         help="model section: ENCODER_ENGINE-ENCODER_PRECISION pairs compared side by side "
-        "(onnx ones on the CPU only); empty: none",
+        "(onnx ones on the CPU only; openvino-fp32, openvino-int8, openvino-int8static: "
+        "OpenVINO on the onnx graph, where openvino and nncf are installed); empty: none",
     )
     p.add_argument("--images", type=int, help="photos for indexing and naive (default 60)")
     p.add_argument("--workers", type=int, default=2, help="indexer worker processes")

@@ -240,3 +240,19 @@ def engines_model_only(
             name: round(e["crops_per_s"] / base, 2) for name, e in by_engine.items() if base
         },
     }
+
+
+def engines_agreement(engines: dict[str, Any], reference: str, crops: int = 16) -> dict[str, float]:
+    """Min cosine of each engine's vectors to ``reference``'s on the same crops (uniform
+    random pixels: a check that the engines compute the same thing; the tests measure it
+    on photos' crops)."""
+    if reference not in engines:
+        return {}
+    size = engines[reference].image_size
+    x = np.random.default_rng(1).integers(0, 256, (crops, size, size, 3), dtype=np.uint8)
+    want = engines[reference].encode_pixels(x)
+    return {
+        name: round(float(np.min(np.sum(engine.encode_pixels(x) * want, axis=1))), 6)
+        for name, engine in engines.items()
+        if name != reference
+    }

@@ -50,12 +50,17 @@ def summarize(results: dict[str, Any], targets: dict[str, tuple[float, str]]) ->
     engines = results.get("model_engines")
     if engines:
         ratios = engines.get("ratio_to_torch_fp32", {})
+        cosines = engines.get("min_cosine_to_torch_fp32", {})
         for name, e in engines["by_engine"].items():
+            cosine = f", min cosine {cosines[name]}" if name in cosines else ""
             add(
                 "1 model only",
                 f"{name}: crops/s at best batch ({e['best_batch']}), ratio to torch-fp32",
-                f"{e['crops_per_s']} ({ratios.get(name, '-')}x)",
+                f"{e['crops_per_s']} ({ratios.get(name, '-')}x{cosine})",
             )
+        skipped = engines.get("skipped") or {}
+        for name, why in skipped.items() if isinstance(skipped, dict) else []:
+            add("1 model only", f"{name}: skipped", why)
     enc = results.get("encoder")
     if enc:
         add(

@@ -18,16 +18,23 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def service_env(args: argparse.Namespace, device: str) -> dict[str, str]:
+def service_env(
+    args: argparse.Namespace, device: str, onnx_cache: Path | None = None
+) -> dict[str, str]:
     env = {
         "CLIP_MODEL": args.model,
         "CLIP_PRETRAINED": args.pretrained,
         "CLIP_RANDOM_SEED": "0",
         "DEVICE": device,
         "GPU_MIXED_PRECISION": "false" if args.fp32 else "true",
+        # The sections compare the service with the bare torch model (section `model`):
+        # the same engine. `--env ENCODER_ENGINE=auto` (or onnx) measures another one.
+        "ENCODER_ENGINE": "torch",
         "LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     }
+    if onnx_cache is not None:  # the onnx engine's graphs, exported on the first run only
+        env["ONNX_CACHE_DIR"] = str(onnx_cache)
     if args.encoder_batch:
         env["MAX_BATCH_SIZE"] = str(args.encoder_batch)
     for item in args.env:
@@ -46,46 +53,85 @@ def _load_encoder(args: argparse.Namespace, device: str) -> Any:
         clip_random_seed=0,
         device=device,
         gpu_mixed_precision=not args.fp32,
+        encoder_engine="torch",  # the reference the sections measure (its bare model)
     )
     return load_encoder(settings)
 
 
 def _engines_section(
-    args: argparse.Namespace, plan: Any, device: str, work: Path, torch_fp32: Any
+    args: argparse.Namespace,
+    plan: Any,
+    device: str,
+    work: Path,
+    torch_fp32: Any,
+    onnx_cache: Path,
 ) -> dict[str, Any]:
     """Model-only crops/s of every engine of ``--engines`` (ONNX graphs exported into
-    ``work/data/onnx`` on the first run, reused after)."""
+    ``onnx_cache`` on the first run, reused after); ``openvino-*`` compile the onnx
+    engine's fp32 graph (``throughput_openvino``)."""
     from imgsearch_encoder.model import load_encoder
     from imgsearch_encoder.settings import EncoderSettings
 
     from . import throughput_model as tm
+    from . import throughput_openvino as tov
 
-    engines: dict[str, Any] = {}
-    skipped: list[str] = []
-    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        engine, _, precision = name.partition("-")
-        if engine == "onnx" and device.startswith("cuda"):
-            skipped.append(name)  # the onnxruntime wheel here runs on the CPU only
-            continue
-        if name == "torch-fp32" and torch_fp32 is not None and torch_fp32.dtype == "float32":
-            engines[name] = torch_fp32
-            continue
-        _log(f"loading engine {name}")
-        started = time.perf_counter()
-        engines[name] = load_encoder(
+    def onnx_engine(precision: str) -> Any:
+        return load_encoder(
             EncoderSettings(
                 clip_model=args.model,
                 clip_pretrained=args.pretrained,
                 clip_random_seed=0,
                 device=device,
-                encoder_engine=engine,
-                encoder_precision=precision or None,
+                encoder_engine="onnx",
+                encoder_precision=precision,
                 data_dir=work / "data",
+                onnx_cache_dir=str(onnx_cache),
             )
         )
+
+    engines: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        engine, _, precision = name.partition("-")
+        if engine in ("onnx", "openvino") and device.startswith("cuda"):
+            skipped[name] = "runs on the CPU only here"
+            continue
+        if name == "torch-fp32" and torch_fp32 is not None and torch_fp32.dtype == "float32":
+            engines[name] = torch_fp32
+            continue
+        if engine == "openvino" and (why := tov.unavailable()):
+            skipped[name] = why
+            _log(f"skipping {name}: {why}")
+            continue
+        _log(f"loading engine {name}")
+        started = time.perf_counter()
+        if engine == "openvino":
+            fp32 = onnx_engine("fp32")
+            fp32.close()
+            if fp32.graphs is None:
+                skipped[name] = f"the onnx graphs could not be cached in {onnx_cache}"
+                continue
+            engines[name] = tov.OpenVinoImageTower(
+                fp32.graphs / "image.onnx", precision or "fp32", fp32.image_size, None
+            )
+        elif engine == "onnx":
+            engines[name] = onnx_engine(precision or "int8")
+        else:
+            engines[name] = load_encoder(
+                EncoderSettings(
+                    clip_model=args.model,
+                    clip_pretrained=args.pretrained,
+                    clip_random_seed=0,
+                    device=device,
+                    encoder_engine=engine,
+                    encoder_precision=precision or None,
+                    data_dir=work / "data",
+                )
+            )
         _log(f"engine {name} ready in {time.perf_counter() - started:.1f} s")
     _log(f"engines side by side: {', '.join(engines)}, batch sizes {plan.batch_sizes}")
     out = tm.engines_model_only(engines, plan.batch_sizes, plan.model_seconds)
+    out["min_cosine_to_torch_fp32"] = tm.engines_agreement(engines, "torch-fp32")
     out["skipped"] = skipped
     for engine in engines.values():
         if engine is not torch_fp32:
@@ -114,7 +160,7 @@ def run_sections(
     from . import throughput_services as ts
 
     want = {s.strip() for s in args.only.split(",")}
-    env = service_env(args, device)
+    env = service_env(args, device, cache / "onnx")
     log_dir = work / "logs"
     photos: list[Any] = []
     if want & {"prep", "indexing", "naive", "fidelity", "search"}:
@@ -130,7 +176,7 @@ def run_sections(
         results["meta"]["image_size"] = enc.image_size
 
     if "model" in want and args.engines.strip():
-        results["model_engines"] = _engines_section(args, plan, device, work, enc)
+        results["model_engines"] = _engines_section(args, plan, device, work, enc, cache / "onnx")
         checkpoint()
 
     model_rate = None
