@@ -65,6 +65,18 @@ def test_unchanged_changed_and_new() -> None:
     assert [f.name for f in plan.new] == ["fresh.jpg"]
     assert plan.gone == []
     assert [f.name for f in plan.queued] == ["fresh.jpg", "bigger.jpg", "touched.jpg", "legacy.jpg"]
+    assert [r.image_id for r in plan.legacy] == []  # "d" is not legacy: it has a record
+
+
+def test_points_from_before_file_records_are_named_when_touched() -> None:
+    def old(image: str, name: str) -> list[Recorded]:
+        return [Recorded(image, f"sha-{image}", record(name, mtime_ns=None), legacy=True)]
+
+    known = index(old("a", "listed.jpg"), old("b", "deleted.jpg"))
+    plan = classify([listed("listed.jpg")], known, ROOT, recursive=True, extensions=EXT, sync=False)
+    assert [r.image_id for r in plan.legacy] == ["a"]
+    plan = classify([listed("listed.jpg")], known, ROOT, recursive=True, extensions=EXT, sync=True)
+    assert [r.image_id for r in plan.legacy] == ["a", "b"]
 
 
 def test_a_path_recorded_in_two_images_is_queued_again() -> None:

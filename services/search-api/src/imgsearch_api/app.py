@@ -42,6 +42,7 @@ from .settings import ApiSettings
 from .state import AppState
 from .text_removal import TextRemover
 from .url_fetch import Resolver, SafeFetcher
+from .watch import FolderWatcher
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def create_app(
                     upload_dir=settings.uploads_path(),
                     index_roots=tuple(settings.index_roots),
                     max_pixels=settings.max_image_pixels,
+                    store=store,
                 ),
                 metrics=app.state.metrics,
             )
@@ -130,6 +132,17 @@ def create_app(
                 await queue.ensure_group()
             except Exception:
                 log.warning("redis not reachable at start-up; indexing endpoints will fail")
+            if settings.watch_dirs:
+                watcher = FolderWatcher(
+                    app.state.resources.indexing,
+                    queue,
+                    settings.watch_dirs,
+                    settings.watch_collection,
+                    settings.watch_debounce_s,
+                )
+                watcher.start()
+                stack.push_async_callback(watcher.aclose)  # stopped first, before the store
+                app.state.watcher = watcher
             yield
 
     app = FastAPI(

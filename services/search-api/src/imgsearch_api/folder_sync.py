@@ -64,6 +64,9 @@ class FolderPlan:
     unchanged: list[ListedFile] = field(default_factory=list)
     #: Recorded files in the folder's scope that the listing lacks (with ``sync`` only).
     gone: list[Recorded] = field(default_factory=list)
+    #: The records of changed or gone files that come from points from before file records
+    #: (``Recorded.legacy``): they need a ``paths`` entry before a write can find them.
+    legacy: list[Recorded] = field(default_factory=list)
 
     @property
     def queued(self) -> list[ListedFile]:
@@ -121,6 +124,7 @@ def classify(
             plan.unchanged.append(file)
         else:
             plan.changed.append(file)
+            plan.legacy.extend(r for r in records if r.legacy)
     if sync:
         present = {f.path for f in listed}
         for path in sorted(recorded):
@@ -128,6 +132,7 @@ def classify(
                 continue
             if in_scope(path, root, recursive=recursive, extensions=extensions):
                 plan.gone.extend(recorded[path])
+                plan.legacy.extend(r for r in recorded[path] if r.legacy)
     return plan
 
 

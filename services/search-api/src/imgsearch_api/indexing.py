@@ -9,6 +9,12 @@ The rules live here, behind thin routes (``routes/indexing.py``):
   which must be image formats the workers decode (``DEFAULT_EXTENSIONS``; else 422), so a
   batch never lists other files. A folder, or a sub-folder, the server may not read stops
   the request (403): nothing is skipped silently;
+- queuing a folder again is incremental (``folder_sync``): a file whose path, size and
+  modification time match what the index recorded is not queued (``unchanged``); with
+  ``sync`` the files under the folder that are gone are taken out of the index
+  (``removed``), and one that moved within it (a new file of a gone file's size and
+  content) only gets its new path (``moved``, no job). Points from before file records
+  (no ``files``) get theirs the first time their folder is queued again;
 - uploads and fetched URLs are checked (decoded) before anything is queued, so a bad file
   gets its 4xx at once; they are stored content-addressed under ``UPLOAD_DIR``, where the
   workers read them and from where the image is served back. Each store writes a file of
@@ -21,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import logging
 import os
 import stat
 import tempfile
@@ -33,9 +41,16 @@ from imgsearch_common.errors import BadRequest, EmptyInput, Forbidden, ImgSearch
 from imgsearch_common.ids import content_hash, validate_collection
 from imgsearch_common.imaging import DEFAULT_EXTENSIONS, decode_image, dotted_extensions
 from imgsearch_common.jobs import JobQueue
-from imgsearch_common.schemas import BatchQueued, FolderIndexRequest, UrlIndexRequest
+from imgsearch_common.payloads import ImagePayload
+from imgsearch_common.schemas import BatchQueued, FolderIndexRequest, SyncCounts, UrlIndexRequest
+from imgsearch_common.vectorstore import VectorStore, iter_points
+from imgsearch_common.vectorstore.writes import attach_file, detach_file
 
+from .folder_sync import FolderPlan, ListedFile, Move, classify, match_moves, move_candidates
+from .folder_sync import recorded_files as recorded_files_of
 from .url_fetch import SafeFetcher
+
+log = logging.getLogger(__name__)
 
 #: Most files in one upload request.
 MAX_UPLOAD_FILES = 100
@@ -80,9 +95,11 @@ def folder_extensions(extensions: Sequence[str] | None) -> tuple[str, ...]:
     return out
 
 
-def list_folder(root: Path, extensions: tuple[str, ...], recursive: bool) -> list[JobItem]:
-    """Image files under ``root``, sorted, as job items named by their path under it.
-    A folder in the walk the server may not read: :class:`Forbidden` naming it."""
+def list_folder(root: Path, extensions: tuple[str, ...], recursive: bool) -> list[ListedFile]:
+    """Image files under ``root``, sorted, named by their path under it, with their size
+    and modification time (a file that cannot be stat'ed, a dangling link, has -1 for
+    both: it is queued, and its job says what is wrong). A folder in the walk the server
+    may not read: :class:`Forbidden` naming it."""
     found: list[str] = []
 
     def stop(exc: OSError) -> None:
@@ -110,7 +127,38 @@ def list_folder(root: Path, extensions: tuple[str, ...], recursive: bool) -> lis
     except OSError as exc:
         raise BadRequest(f"the folder could not be listed ({exc.strerror or 'error'})") from None
     found.sort()
-    return [(p, "folder", os.path.relpath(p, root)) for p in found]
+    return [_listed(p, os.path.relpath(p, root)) for p in found]
+
+
+def _listed(path: str, name: str) -> ListedFile:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ListedFile(path, name, -1, -1)
+    return ListedFile(path, name, st.st_size, st.st_mtime_ns)
+
+
+def hash_file(path: str) -> tuple[str, int, int] | None:
+    """``(SHA-256, size, st_mtime_ns)`` of a regular file (size and time from the open
+    file, before the read); None when it cannot be read or is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.set_blocking(fd, True)
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            for chunk in iter(functools.partial(file.read, 1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest(), st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _requested_path(path: str) -> str:
@@ -199,20 +247,86 @@ class IndexingService:
     upload_dir: Path
     index_roots: tuple[Path, ...]
     max_pixels: int
+    #: The index, compared with the folder at queue time (and written by ``sync``).
+    store: VectorStore
 
     async def queue_folder(self, request: FolderIndexRequest) -> BatchQueued:
         collection = validate_collection(request.collection)
         extensions = folder_extensions(request.extensions)
 
-        def listed() -> list[JobItem]:
+        def listed() -> tuple[Path, list[ListedFile]]:
             root = allowed_folder(request.path, self.index_roots)
-            return list_folder(root, extensions, request.recursive)
+            return root, list_folder(root, extensions, request.recursive)
 
-        items = await asyncio.to_thread(listed)
-        if not items:
+        root, files = await asyncio.to_thread(listed)
+        if not files and not request.sync:
             raise BadRequest(f"no files with extensions {', '.join(extensions)} in that folder")
-        batch_id, count = await self.queue.create_batch(collection, items)
-        return BatchQueued(batch_id=batch_id, queued=count, collection=collection)
+        plan = classify(
+            files,
+            recorded_files_of(await self._indexed(collection)),
+            str(root),
+            recursive=request.recursive,
+            extensions=extensions,
+            sync=request.sync,
+        )
+        await self._give_records(collection, plan)
+        moves = await self._move(collection, plan)
+        moved_to = {m.to.path for m in moves}
+        moved_from = {m.gone.record.stored_path for m in moves}
+        removed = 0
+        for path in dict.fromkeys(g.record.stored_path for g in plan.gone):
+            if path not in moved_from:
+                await detach_file(self.store, collection, path)
+                removed += 1
+        new = [f for f in plan.new if f.path not in moved_to]
+        counts = SyncCounts(
+            new=len(new),
+            changed=len(plan.changed),
+            unchanged=len(plan.unchanged),
+            moved=len(moves),
+            removed=removed,
+        )
+        items = [(f.path, "folder", f.name) for f in (*new, *plan.changed)]
+        batch_id, count = await self.queue.create_batch(collection, items, counts=counts)
+        if moves or removed:
+            log.info("%s: %d moved, %d removed from %s", collection, len(moves), removed, root)
+        return BatchQueued(
+            batch_id=batch_id, queued=count, collection=collection, **counts.model_dump()
+        )
+
+    async def _indexed(self, collection: str) -> list[tuple[str, ImagePayload]]:
+        """Every image of ``collection`` with its payload (one scroll of the index)."""
+        out = []
+        async for hit in iter_points(self.store, collection, "full"):
+            payload = ImagePayload.read(hit.payload)
+            if payload is not None:
+                out.append((hit.id, payload))
+        return out
+
+    async def _give_records(self, collection: str, plan: FolderPlan) -> None:
+        """Points from before file records, among those ``plan`` touches, get theirs (a
+        ``paths`` entry): then a changed file's write, or a removal, finds them."""
+        for recorded in plan.legacy:
+            await attach_file(self.store, collection, recorded.image_id, recorded.record)
+
+    async def _move(self, collection: str, plan: FolderPlan) -> list[Move]:
+        """Gone files found again at new paths (same content): each image gets the new
+        path's record, and loses the gone one. No job, no encoding."""
+        candidates = move_candidates(plan)
+        if not candidates:
+            return []
+        read = await asyncio.to_thread(lambda: {f.path: hash_file(f.path) for f in candidates})
+        hashes = {path: found[0] for path, found in read.items() if found is not None}
+        moves = []
+        for move in match_moves(plan, hashes):
+            found = read[move.to.path]
+            assert found is not None
+            _, size, mtime_ns = found
+            seen = ListedFile(move.to.path, move.to.name, size, mtime_ns)
+            if await attach_file(self.store, collection, move.gone.image_id, seen.record()):
+                await detach_file(self.store, collection, move.gone.record.stored_path)
+                moves.append(move)
+        return moves
 
     async def queue_uploads(
         self, collection: str, files: Sequence[tuple[str, bytes]]

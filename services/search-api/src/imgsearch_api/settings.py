@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from imgsearch_common.errors import InvalidCollection
+from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
 from imgsearch_common.settings import (
     CommonSettings,
     VectorStoreSettings,
@@ -48,6 +51,13 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     #: Folders that may be queued for indexing (and their sub-folders). Empty = no folder
     #: may be (403): uploads and URLs only. ``make run`` adds IMAGES_DIR and UPLOAD_DIR.
     index_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    #: Folders the API follows on disk (":"-separated; each under INDEX_ROOTS, else the API
+    #: refuses to start): queued with sync at start-up, then again after each burst of
+    #: changes (new, changed, moved, deleted files), into WATCH_COLLECTION. A change waits
+    #: WATCH_DEBOUNCE_S of quiet, and for the folder's previous batch to finish.
+    watch_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    watch_collection: str = DEFAULT_COLLECTION
+    watch_debounce_s: float = Field(default=2.0, gt=0.0, le=3600.0)
 
     #: Window hits fetched per query for window matching (then grouped per image).
     window_search_limit: int = Field(default=200, ge=1, le=10_000)
@@ -127,7 +137,7 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     def _old_rule_name(cls, value: object) -> object:
         return baseline_alias(value)
 
-    @field_validator("index_roots", mode="before")
+    @field_validator("index_roots", "watch_dirs", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
         # "/a:/b" from the environment, or a JSON list.
@@ -137,6 +147,27 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     @classmethod
     def _split_names(cls, value: object) -> object:
         return env_list(value, ",")
+
+    @field_validator("watch_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        try:
+            return validate_collection(value)
+        except InvalidCollection as exc:
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _watched_under_roots(self) -> ApiSettings:
+        # A watched folder is queued like any other: it must be one that may be queued.
+        roots = [os.path.realpath(r) for r in self.index_roots]
+        for folder in self.watch_dirs:
+            real = os.path.realpath(folder)
+            if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+                raise ValueError(
+                    f"WATCH_DIRS: {folder} is not under INDEX_ROOTS; every watched folder must "
+                    "lie under one of them (add it, or a folder above it, to INDEX_ROOTS)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _two_listeners(self) -> ApiSettings:
