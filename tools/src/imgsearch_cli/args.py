@@ -52,6 +52,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser:
     settings = settings if settings is not None else CliSettings()
     key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -133,6 +143,45 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
         dest="wait",
         action="store_false",
         help="queue the batch, print its id and return without following it",
+    )
+    index.add_argument(
+        "--sync",
+        action="store_true",
+        help="also take out of the index the files under DIR that are gone, and follow "
+        "those that moved (no re-encoding); unchanged files are skipped either way",
+    )
+
+    watch = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="follow a folder and keep its index in sync",
+        description=(
+            "Queue DIR with --sync now, then again after every burst of changes under it "
+            "(added, changed, moved or deleted photos), once nothing changed for --debounce "
+            "seconds and the previous batch is done. DIR is a folder on this machine, queued "
+            "as the same path on the server: run it on the server's machine. Ctrl-C stops."
+        ),
+    )
+    watch.add_argument("dir", metavar="DIR", help="folder of images to follow")
+    watch.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
+    watch.add_argument(
+        "--extensions",
+        nargs="+",
+        metavar="EXT",
+        help="file extensions to index, e.g. .jpg .png (default: the server's list)",
+    )
+    watch.add_argument(
+        "--no-recursive",
+        dest="recursive",
+        action="store_false",
+        help="only the folder itself, not its sub-folders",
+    )
+    watch.add_argument(
+        "--debounce",
+        type=_positive_float,
+        default=2.0,
+        metavar="S",
+        help="seconds without a change before the folder is queued (default %(default)s)",
     )
 
     search = sub.add_parser(
@@ -222,6 +271,8 @@ def parse_args(
     args.api = args.api.rstrip("/")
     if args.command == "index":
         _check_index_args(parser, args)
+    elif args.command == "watch":
+        args.extensions = normalise_extensions(args.extensions)
     elif args.command == "search":
         _check_search_args(parser, args)
     return args

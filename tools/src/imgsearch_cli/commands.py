@@ -24,6 +24,7 @@ from imgsearch_common.schemas import (
 from .client import ApiClient, CliError, _validate
 from .format import (
     format_progress,
+    format_queued,
     format_search_footer,
     format_status,
     format_summary,
@@ -31,6 +32,7 @@ from .format import (
     printable,
 )
 from .polling import follow_batch
+from .watch import watch_folder
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -88,12 +90,10 @@ def cmd_index(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Tex
         collection=args.collection,
         extensions=args.extensions,
         recursive=args.recursive,
+        sync=args.sync,
     )
     queued = client.index_folder(request)
-    out.write(
-        f"batch {queued.batch_id}: {queued.queued} files queued "
-        f"in collection {printable(queued.collection)}\n"
-    )
+    out.write(format_queued(queued) + "\n")
     out.flush()
     if not args.wait:
         return EXIT_OK
@@ -190,9 +190,24 @@ def cmd_requeue(client: ApiClient, args: argparse.Namespace, out: TextIO, err: T
     return EXIT_OK
 
 
+def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    folder = Path(args.dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a folder here: watch follows a folder on this machine")
+    request = FolderIndexRequest(
+        path=str(folder),
+        collection=args.collection,
+        extensions=args.extensions,
+        recursive=args.recursive,
+        sync=True,
+    )
+    return watch_folder(client, request, out, err, debounce_s=args.debounce)
+
+
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
     "status": cmd_status,
     "index": cmd_index,
     "search": cmd_search,
     "requeue": cmd_requeue,
+    "watch": cmd_watch,
 }

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from imgsearch_common.schemas import BatchStatus, SearchResponse, SearchResult
+from imgsearch_common.schemas import (
+    BatchQueued,
+    BatchStatus,
+    SearchResponse,
+    SearchResult,
+    SyncCounts,
+)
 
 BAR_WIDTH = 24
 
@@ -101,6 +107,22 @@ def format_progress(status: BatchStatus, elapsed: float, width: int = BAR_WIDTH)
         eta = "ETA --:--"
     failed = f" ({status.failed} failed)" if status.failed else ""
     return f"[{bar}] {processed}/{total} {fraction * 100:5.1f}%{failed}  {rate:.1f} img/s  {eta}"
+
+
+def format_counts(counts: SyncCounts) -> str:
+    """What queuing a folder found: ``"2 new, 1 changed, 40 unchanged, 1 moved, 3 removed"``."""
+    return (
+        f"{counts.new} new, {counts.changed} changed, {counts.unchanged} unchanged, "
+        f"{counts.moved} moved, {counts.removed} removed"
+    )
+
+
+def format_queued(queued: BatchQueued) -> str:
+    """``"batch ID: 3 files queued in collection C (2 new, 1 changed, ...)"``."""
+    return (
+        f"batch {queued.batch_id}: {queued.queued} files queued in collection "
+        f"{printable(queued.collection)} ({format_counts(queued)})"
+    )
 
 
 def format_summary(status: BatchStatus, elapsed: float) -> str:
