@@ -9,6 +9,7 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             tools/pyproject.toml
 
 .PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu \
+        bench-incremental \
         chaos load fuzz
 .DEFAULT_GOAL := help
 
@@ -16,6 +17,7 @@ help:
 	@echo "make run   [IMAGES_DIR=/path]  install on first use, start the whole stack (http://localhost:8000)"
 	@echo "make test                      install on first use (system packages too, as root), lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
+	@echo "make bench-incremental         re-queue of an unchanged folder, sync after changes (table + JSON)"
 	@echo "make chaos | load              fault campaign, load run (HARDENING.md; table + JSON)"
 	@echo "make fuzz  [FUZZ_EXAMPLES=500] schemathesis on every API operation, FUZZ_EXAMPLES cases each"
 	@echo "make lint | typecheck | clean"
@@ -55,6 +57,10 @@ bench-quality: $(STAMP)
 
 bench-throughput: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# Queuing a folder again: first indexing vs unchanged re-queue vs sync after a few changes.
+bench-incremental: $(STAMP)
+	$(BIN)/python -m benchmarks.incremental --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The fault campaign (SIGKILLs while indexing, then a reconciliation) and the load run
 # (concurrent searchers with and without indexing): see HARDENING.md.
