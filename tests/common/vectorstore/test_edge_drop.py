@@ -1,6 +1,6 @@
 """Edge only: dropping a collection closes its shards and deletes their files, whatever runs
-on them meanwhile (an optimize, a pending flush); and full shards from before the ``paths``
-index still find images by path."""
+on them meanwhile (an optimize, a pending flush); full shards from before the ``paths``
+index still find images by path; the alias file and the records on disk."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
+from imgsearch_common.errors import ImgSearchError
 from imgsearch_common.payloads import PATHS
 from imgsearch_common.vectorstore import EdgeVectorStore, PointRecord
 
@@ -219,3 +220,72 @@ async def test_full_shards_from_before_the_paths_index_find_by_a_scan(
         assert set(shard.info().payload_schema) == {"name", "filename"}
     finally:
         shard.close()
+
+
+# --- aliases and records on disk ----------------------------------------------------------------
+
+
+async def test_aliases_and_records_survive_reopening(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    root = tmp_path / "index"
+    store = EdgeVectorStore(root, optimize_threshold=None)
+    old = full_points(rng, unit_vectors(rng, 3, DIM), filled="c")
+    new = full_points(rng, unit_vectors(rng, 3, DIM), filled="c.r1")
+    await store.upsert("c", "full", old)
+    await store.upsert("c.r1", "full", new)
+    await store.put_record("c", {"model": "old"})
+    await store.put_record("c.r1", {"model": "new"})
+    await store.switch_alias("c", "c.r1")
+    await store.close()
+
+    reopened = EdgeVectorStore(root, optimize_threshold=None)
+    try:
+        assert await reopened.collections() == ["c"]
+        assert await reopened.resolve("c") == "c.r1"
+        [hits] = await reopened.search("c", "full", [old[0].vector], limit=10)
+        assert {h.payload["filled"] for h in hits} == {"c.r1"}
+        assert await reopened.get_record("c") == {"model": "new"}
+        assert await reopened.get_record("c.r0") == {"model": "old"}
+        await reopened.drop_collection("c.r0")
+    finally:
+        await reopened.close()
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "aliases.json", "c.r1"]
+    assert sorted(p.name for p in (root / "c.r1").iterdir()) == ["full", "record.json"]
+
+
+async def test_a_switch_interrupted_before_its_rename_leaves_the_old_alias(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    root = tmp_path / "index"
+    store = EdgeVectorStore(root, optimize_threshold=None)
+    await store.upsert("c.r1", "full", full_points(rng, unit_vectors(rng, 2, DIM)))
+    await store.switch_alias("c", "c.r1")
+    await store.close()
+    # A crash after writing the next alias file, before renaming it into place.
+    (root / "aliases.json.tmp").write_text('{"c": "c.r2"')
+
+    reopened = EdgeVectorStore(root, optimize_threshold=None)
+    try:
+        assert await reopened.resolve("c") == "c.r1"
+        assert not (root / "aliases.json.tmp").exists()
+    finally:
+        await reopened.close()
+
+
+async def test_an_unreadable_alias_file_refuses_to_open_and_releases_the_lock(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "index"
+    root.mkdir()
+    (root / "aliases.json").write_text('{"c": ')
+
+    with pytest.raises(ImgSearchError, match=r"aliases\.json"):
+        EdgeVectorStore(root, optimize_threshold=None)
+
+    (root / "aliases.json").write_text('{"c": "c.r1"}')
+    store = EdgeVectorStore(root, optimize_threshold=None)  # not locked by the failed one
+    try:
+        assert await store.resolve("c") == "c.r1"
+    finally:
+        await store.close()

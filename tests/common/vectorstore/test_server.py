@@ -261,3 +261,113 @@ async def test_the_factory_builds_a_server_store_with_the_cluster_settings() -> 
     finally:
         await store.close()
         await memory.close()
+
+
+async def test_a_switch_replaces_both_aliases_in_one_call(rng: np.random.Generator) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        for name in ("cats", "cats.r1", "cats.r2"):
+            images = full_points(rng, unit_vectors(rng, 2, 8))
+            await store.upsert(name, "full", images)
+            await store.upsert(
+                name, "window", window_points(rng, images[0].id, unit_vectors(rng, 2, 8))
+            )
+        assert await store.switch_alias("cats", "cats.r1") == "cats.r0"
+        assert await store.switch_alias("cats", "cats.r2") == "cats.r1"
+        [hits] = await store.search("cats", "full", [[1.0] + [0.0] * 7], limit=1)
+    finally:
+        await store.close()
+
+    first, second = fake.bodies("POST", "/collections/aliases")
+    assert first["actions"] == [
+        {
+            "create_alias": {
+                "collection_name": "imgsearch_cats.r1__full",
+                "alias_name": "imgsearch_cats.alias__full",
+            }
+        },
+        {
+            "create_alias": {
+                "collection_name": "imgsearch_cats.r1__window",
+                "alias_name": "imgsearch_cats.alias__window",
+            }
+        },
+    ]
+    assert second["actions"] == [
+        {"delete_alias": {"alias_name": "imgsearch_cats.alias__full"}},
+        {
+            "create_alias": {
+                "collection_name": "imgsearch_cats.r2__full",
+                "alias_name": "imgsearch_cats.alias__full",
+            }
+        },
+        {"delete_alias": {"alias_name": "imgsearch_cats.alias__window"}},
+        {
+            "create_alias": {
+                "collection_name": "imgsearch_cats.r2__window",
+                "alias_name": "imgsearch_cats.alias__window",
+            }
+        },
+    ]
+    # The search went through the alias: Qdrant resolved it.
+    assert fake.bodies("POST", "/collections/imgsearch_cats.alias__full/points/query/batch")
+    assert hits[0].payload == {"answered_by": "imgsearch_cats.r2__full"}
+
+
+async def test_another_process_that_switched_and_dropped_is_followed_at_once(
+    rng: np.random.Generator,
+) -> None:
+    """A process that read the aliases before another one switched the name and dropped
+    the old collection: its next search finds the old one gone, looks again, and answers
+    from the new one (never nothing), though its cache has not expired."""
+    fake = FakeQdrant()
+    reader, reindexer = server_store(fake), server_store(fake)
+    query = [[1.0] + [0.0] * 7]
+    try:
+        await reindexer.upsert("cats", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        [before] = await reader.search("cats", "full", query, limit=1)  # caches "plain"
+        await reindexer.upsert("cats.r1", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        assert await reindexer.switch_alias("cats", "cats.r1") == "cats.r0"
+
+        [between] = await reader.search("cats", "full", query, limit=1)  # the old, still there
+        assert await reindexer.drop_collection("cats.r0") is True
+        [after] = await reader.search("cats", "full", query, limit=1)
+        assert await reader.count("cats", "full") == 2
+        await reader.upsert("cats", "full", full_points(rng, unit_vectors(rng, 1, 8)))
+    finally:
+        await reader.close()
+        await reindexer.close()
+
+    assert before[0].payload == between[0].payload == {"answered_by": "imgsearch_cats__full"}
+    assert after[0].payload == {"answered_by": "imgsearch_cats.r1__full"}
+    # The write went through the alias into the new collection; nothing made the old again.
+    assert fake.collections == {"imgsearch_cats.r1__full": 3}
+
+
+async def test_dropping_an_aliased_name_deletes_its_aliases_then_its_collections(
+    rng: np.random.Generator,
+) -> None:
+    fake = FakeQdrant()
+    store = server_store(fake)
+    try:
+        await store.upsert("cats", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        await store.upsert("cats.r1", "full", full_points(rng, unit_vectors(rng, 2, 8)))
+        await store.switch_alias("cats", "cats.r1")
+
+        assert await store.drop_collection("cats") is True
+        assert await store.collections() == []
+    finally:
+        await store.close()
+
+    assert fake.collections == {} and fake.aliases == {}
+    deleted = [r.url.path for r in fake.requests if r.method == "DELETE"]
+    assert deleted == [
+        "/collections/imgsearch_cats__full",
+        "/collections/imgsearch_cats__window",
+        "/collections/imgsearch_cats.r1__full",
+        "/collections/imgsearch_cats.r1__window",
+    ]
+    assert fake.bodies("POST", "/collections/aliases")[-1] == {
+        "actions": [{"delete_alias": {"alias_name": "imgsearch_cats.alias__full"}}]
+    }

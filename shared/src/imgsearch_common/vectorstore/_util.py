@@ -1,4 +1,5 @@
-"""Small helpers both back-ends share: argument checks and vector conversion.
+"""Small helpers both back-ends share: argument checks, vector conversion, and how a
+collection name is resolved to where its points live.
 
 :func:`upsert_vectors` and :func:`search_queries` are the argument contract of
 ``upsert`` and ``search`` (the contract suite runs it against both back-ends), written
@@ -7,18 +8,18 @@ once so the two cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import BadRequest
-from ..ids import validate_collection
+from ..ids import logical_name, revision, validate_collection, validate_physical
 from .base import KINDS, Hit, Kind, PointRecord
 
 
 def check_target(collection: str, kind: Kind) -> None:
-    """Validate a collection name (InvalidCollection) and a point kind."""
-    validate_collection(collection)
+    """Validate a collection name, logical or physical (InvalidCollection), and a kind."""
+    validate_physical(collection)
     if kind not in KINDS:
         # A programming error, not a client's: the services only pass the two literals.
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -93,3 +94,32 @@ def in_request_order(hits: Sequence[Hit], ids: Sequence[str]) -> list[Hit]:
     """Retrieved points in the order their ids were asked for (stores answer in their own)."""
     rank = {point_id.lower(): i for i, point_id in reversed(list(enumerate(ids)))}
     return sorted(hits, key=lambda h: rank.get(h.id.lower(), len(rank)))
+
+
+# --- names: logical, physical, stored ---------------------------------------------------------
+
+
+def storage_of(name: str, aliases: Mapping[str, str]) -> str:
+    """Where the points of ``name`` live (a back-end's own collection name): ``NAME.r0`` ->
+    the plain ``NAME``; ``NAME.rN`` as is; a logical name through its alias, else plain.
+    ``aliases`` maps logical names to stored names (``NAME.rN``)."""
+    validate_physical(name)
+    if name != logical_name(name):
+        return logical_name(name) if revision(name) == 0 else name
+    return aliases.get(name, name)
+
+
+def physical_of(storage: str) -> str:
+    """The physical name callers see for a stored collection (a plain one is ``NAME.r0``)."""
+    return f"{storage}.r0" if storage == logical_name(storage) else storage
+
+
+def check_alias(logical: str, physical: str) -> str:
+    """A switch's checked arguments; the stored name it makes ``logical`` read (its plain
+    collection itself for ``NAME.r0``)."""
+    validate_collection(logical)
+    validate_physical(physical)
+    if logical_name(physical) != logical:
+        # A programming error: only a reindex switches, and always to its own revision.
+        raise ValueError(f"{logical!r} can only point at its own revisions, not {physical!r}")
+    return storage_of(physical, {})

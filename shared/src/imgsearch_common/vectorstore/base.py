@@ -10,6 +10,12 @@ points kept apart, so full-image search never wades through windows:
 - ``"window"`` — one point per sliding window; payload: ``parent_id`` (the
   image's point id) and ``box`` (``[x0, y0, x1, y1]`` in image pixels).
 
+Names (see :mod:`imgsearch_common.ids`): every method takes a *logical* name
+(``"cats"``: resolved through its alias, if it has one, else the plain collection
+``cats``) or a *physical* one (``"cats.r2"``, a reindex's revision, or ``"cats.r0"``,
+the plain ``cats`` even while ``cats`` is an alias), used as is. A reindex fills
+``NAME.rN``, then :meth:`VectorStore.switch_alias` makes ``NAME`` read it, atomically.
+
 Collections are created lazily by the first upsert (the vector size is taken
 from the vectors). Searching a collection that does not exist returns no hits;
 :meth:`VectorStore.drop_collection` removes one (both kinds), and the next upsert
@@ -110,9 +116,35 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     async def drop_collection(self, collection: str) -> bool:
-        """Delete the collection: both kinds of points. True if anything existed. Searches
-        racing the drop answer from the collection or find nothing; an upsert after it
-        creates the collection again."""
+        """Delete the collection: both kinds of points and its record. True if anything
+        existed. A logical name that is an alias: the alias, its target, and the plain
+        collection of that name if a switch left one; a physical name: that collection
+        (an alias reading it goes with it). Searches racing the drop answer from the
+        collection or find nothing; an upsert after it creates the collection again."""
+
+    @abc.abstractmethod
+    async def resolve(self, collection: str) -> str:
+        """The physical collection ``collection`` reads now: its alias's target
+        (``NAME.rN``), else ``NAME.r0`` (the plain collection, which need not exist)."""
+
+    @abc.abstractmethod
+    async def switch_alias(self, logical: str, physical: str) -> str | None:
+        """Make ``logical`` read ``physical`` (one of its revisions; ``NAME.r0``: the plain
+        collection again), atomically: a search racing the switch answers from the old
+        collection or the new one, never neither. Returns the physical name it read
+        before (``NAME.r0`` when that was the plain collection; None when nothing
+        existed), which the caller drops with :meth:`drop_collection` when done with it.
+        A write racing the switch may land in the old collection."""
+
+    @abc.abstractmethod
+    async def get_record(self, collection: str) -> dict[str, Any] | None:
+        """The record of the physical collection ``collection`` reads (e.g. which model
+        filled it); None when none was put."""
+
+    @abc.abstractmethod
+    async def put_record(self, collection: str, record: dict[str, Any]) -> None:
+        """Replace the record of the physical collection ``collection`` reads (a small JSON
+        document; it goes with :meth:`drop_collection`, and is never listed)."""
 
     @abc.abstractmethod
     async def count(self, collection: str, kind: Kind) -> int:
@@ -124,7 +156,9 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     async def collections(self) -> list[str]:
-        """Names of the logical collections that exist, sorted."""
+        """Names of the logical collections that exist, sorted: plain collections and
+        aliases; an alias's target (``NAME.rN``) is not listed on its own, nor is a
+        revision being filled."""
 
     async def optimize(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Build or refresh search indexes, where the back-end needs to be told."""

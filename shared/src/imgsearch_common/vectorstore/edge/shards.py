@@ -5,7 +5,10 @@ Layout under the store's ``root``::
     <collection>/full/          one EdgeShard: image points (payload indexes on name,
                                 filename, paths)
     <collection>/window/        one EdgeShard: window points (payload index on parent_id)
+    <collection>/record.json    the collection's record (see :mod:`.names`)
     .dropped-<collection>-<hex>/  a dropped collection, renamed away, being deleted
+
+``<collection>`` is a *stored* collection: a plain ``NAME`` or a revision ``NAME.rN``.
 
 The functions here that touch a shard's handle run on the Edge thread (:mod:`.calls`).
 """
@@ -35,7 +38,7 @@ from qdrant_edge import (
 )
 
 from ...errors import ImgSearchError
-from ...ids import validate_collection
+from ...ids import validate_collection, validate_physical
 from ...payloads import INDEXED_KEYS
 from ..base import KINDS, Kind
 
@@ -174,12 +177,23 @@ DROPPED_PREFIX = ".dropped-"
 
 
 def list_collections(root: Path) -> list[str]:
-    """Names of the collections under ``root`` that hold at least one shard, sorted."""
+    """Logical names of the plain collections under ``root`` that hold at least one
+    shard, sorted (``NAME.rN`` revisions are not listed)."""
+    return _list(root, validate_collection)
+
+
+def list_stored(root: Path) -> list[str]:
+    """Every stored collection under ``root`` that holds a shard: plain ones and
+    revisions (``NAME.rN``), sorted."""
+    return _list(root, validate_physical)
+
+
+def _list(root: Path, validate: Callable[[str], str]) -> list[str]:
     names = []
     with contextlib.suppress(FileNotFoundError):
         for entry in root.iterdir():
             try:
-                validate_collection(entry.name)
+                validate(entry.name)
             except ImgSearchError:
                 continue
             if any((entry / kind / CONFIG_FILE).exists() for kind in KINDS):

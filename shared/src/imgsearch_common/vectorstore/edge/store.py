@@ -4,12 +4,21 @@ It composes the parts of this package: the index lock (:mod:`.lock`), the one Ed
 every call runs on (:mod:`.calls`), the shards (:mod:`.shards`) and the optimiser
 (:mod:`.optimizer`).
 
-Dropping a collection (:meth:`EdgeVectorStore.drop_collection`) marks its open shards
-dropped, stops their optimizes, then on the Edge thread closes them, forgets them and
-renames the collection's directory away in one step (a crash leaves a hidden
-``.dropped-*`` directory, deleted at the next open), and deletes it. Calls holding a
-dropped shard see the mark on the Edge thread: reads answer empty, writes go round again
-and create the collection anew; openers wait for the drop to finish.
+Names: a call's collection is a logical name or a physical one (``NAME.rN``, see
+:mod:`imgsearch_common.ids`); its points live in a *stored* collection, the directory of
+its shards: a logical name's alias target (the alias file, :mod:`.names`, read at open),
+else the plain ``NAME``. Reads resolve the name **on the Edge thread, in the same step as
+the query**, and :meth:`EdgeVectorStore.switch_alias` rewrites the alias file and the
+mapping in one step there too: a search racing a switch answers from the old collection
+or the new one, never neither. A write resolves before it waits for its shard's lock: one
+racing a switch may land in the old collection (a reindex carries those over).
+
+Dropping a stored collection marks its open shards dropped, stops their optimizes, then on
+the Edge thread closes them, forgets them, removes an alias pointing at it and renames the
+directory away in one step (a crash leaves a hidden ``.dropped-*`` directory, deleted at
+the next open), and deletes it. Calls holding a dropped shard see the mark on the Edge
+thread: reads answer empty, writes go round again and create the collection anew; openers
+wait for the drop to finish.
 """
 
 from __future__ import annotations
@@ -40,19 +49,24 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from ...ids import validate_collection
+from ...errors import BadRequest
+from ...ids import logical_name, validate_physical
 from ...payloads import PARENT_ID
 from .._util import (
+    check_alias,
     check_find,
     check_target,
     in_request_order,
+    physical_of,
     search_queries,
+    storage_of,
     upsert_vectors,
 )
 from ..base import KINDS, Hit, Kind, PointRecord, VectorStore
 from .calls import EdgeThread
 from .flusher import DEFAULT_FLUSH_INTERVAL_S, Flusher
 from .lock import acquire_lock, release_lock
+from .names import RECORD_FILE, load_aliases, read_record, save_aliases, write_record
 from .optimizer import Optimizer, recover
 from .shards import (
     CONFIG_FILE,
@@ -64,6 +78,7 @@ from .shards import (
     apply,
     close_shards,
     list_collections,
+    list_stored,
     open_shard,
 )
 
@@ -127,14 +142,25 @@ class EdgeVectorStore(VectorStore):
         self._search_params = _search_params(quantization, hnsw_ef, oversampling)
         # Locked before anything else touches the directory (see .lock for why).
         self._lock_fd = acquire_lock(self.root)
-        _delete_dropped(self.root)
+        try:
+            _delete_dropped(self.root)
+            #: logical name -> stored collection it reads. Replaced (never mutated) on the
+            #: Edge thread only, so a reader there sees one mapping or the next.
+            self._aliases: dict[str, str] = load_aliases(self.root)
+        except BaseException:
+            release_lock(self._lock_fd)
+            raise
         self._edge = EdgeThread()
         self._optimizer = Optimizer(
             self._edge, threshold=optimize_threshold, in_subprocess=optimize_in_subprocess
         )
         self._flusher = Flusher(self._edge, flush_interval_s)
+        #: Open shards by (stored collection, kind).
         self._shards: dict[tuple[str, Kind], Shard] = {}
         self._open_locks: dict[tuple[str, Kind], asyncio.Lock] = {}
+        #: Stored collections being dropped (how many drops of each): reads answer empty,
+        #: nothing opens them meanwhile.
+        self._dropping: dict[str, int] = {}
 
     # --- configuration ------------------------------------------------------------------
 
@@ -156,7 +182,7 @@ class EdgeVectorStore(VectorStore):
             )
 
         while True:
-            sh = await self._shard(collection, kind, create_dim=dim)
+            sh = await self._shard(self._stored(collection), kind, create_dim=dim)
             assert sh is not None
             async with sh.write_lock:
                 written = await self._edge.call(apply, sh, build)
@@ -260,7 +286,7 @@ class EdgeVectorStore(VectorStore):
         self, collection: str, kind: Kind, point_id: str, payload: dict[str, Any]
     ) -> bool:
         check_target(collection, kind)
-        sh = await self._shard(collection, kind)
+        sh = await self._shard(self._stored(collection), kind)
         if sh is None:
             return False
 
@@ -284,8 +310,8 @@ class EdgeVectorStore(VectorStore):
         )
 
     async def delete_image(self, collection: str, image_id: str) -> None:
-        validate_collection(collection)
-        full = await self._shard(collection, "full")
+        stored = self._stored(collection)
+        full = await self._shard(stored, "full")
         # A shard dropped meanwhile writes nothing (apply answers False): nothing to delete.
         if full is not None:
             async with full.write_lock:
@@ -293,7 +319,7 @@ class EdgeVectorStore(VectorStore):
                     apply, full, lambda: UpdateOperation.delete_points([image_id])
                 ):
                     self._flusher.written(full)
-        windows = await self._shard(collection, "window")
+        windows = await self._shard(stored, "window")
         if windows is not None:
             by_parent = Filter(must=[FieldCondition(key=PARENT_ID, match=MatchValue(image_id))])
             async with windows.write_lock:
@@ -305,30 +331,71 @@ class EdgeVectorStore(VectorStore):
                     self._flusher.written(windows)
 
     async def drop_collection(self, collection: str) -> bool:
-        validate_collection(collection)
+        validate_physical(collection)
         self._edge.check_open()
-        keys = [(collection, kind) for kind in KINDS]
-        full_lock, window_lock = (self._open_locks.setdefault(k, asyncio.Lock()) for k in keys)
-        # Holding both openers' locks: nobody opens (or creates) the shards meanwhile, so
-        # no second handle of a directory being closed ever exists (see .lock).
-        async with full_lock, window_lock:
-            shards = [sh for k in keys if (sh := self._shards.get(k)) is not None]
-            for sh in shards:
-                sh.dropped = True
-            # Children killed, runs ended: nothing copies or swaps into the directory.
-            await self._optimizer.stop(shards)
-            existed, trash = await self._edge.call(self._drop_on_edge, collection, shards)
-        if trash is not None:
-            await asyncio.to_thread(shutil.rmtree, trash, True)
-        return existed
+        if collection == logical_name(collection):
+            # The plain collection (shadowed, if an alias exists: a switch left it), then
+            # the alias with its target in one step.
+            target = self._aliases.get(collection)
+            dropped = await self._drop_stored(collection, unalias=False)
+            if target is not None:
+                dropped |= await self._drop_stored(target, unalias=True)
+            return dropped
+        # A physical name: that collection; an alias reading it goes with it.
+        return await self._drop_stored(storage_of(collection, {}), unalias=True)
+
+    async def resolve(self, collection: str) -> str:
+        validate_physical(collection)
+        self._edge.check_open()
+        return physical_of(self._stored(collection))
+
+    async def switch_alias(self, logical: str, physical: str) -> str | None:
+        stored = check_alias(logical, physical)
+
+        def run() -> str | None:
+            if stored != logical and not self._has_shard(stored):
+                # As on a Qdrant server, where an alias needs a collection to point at.
+                raise BadRequest(f"collection {physical!r} holds no points: nothing to switch to")
+            old = self._aliases.get(logical)
+            aliases = dict(self._aliases)
+            if stored == logical:
+                aliases.pop(logical, None)  # NAME.r0: reads go to the plain one again
+            else:
+                aliases[logical] = stored
+            if aliases != self._aliases:
+                save_aliases(self.root, aliases)  # durable before any search sees it
+                self._aliases = aliases
+                log.info("collection %s now reads %s (was %s)", logical, stored, old or logical)
+            if old is not None:
+                return old
+            return physical_of(logical) if self._exists(logical) else None
+
+        return await self._edge.call(run)
+
+    async def get_record(self, collection: str) -> dict[str, Any] | None:
+        validate_physical(collection)
+        return await self._edge.call(
+            lambda: read_record(self.root / storage_of(collection, self._aliases))
+        )
+
+    async def put_record(self, collection: str, record: dict[str, Any]) -> None:
+        validate_physical(collection)
+        stored = self._stored(collection)
+        # Not while the collection is being dropped (the file would outlive the drop).
+        locks = [self._open_locks.setdefault((stored, kind), asyncio.Lock()) for kind in KINDS]
+        async with locks[0], locks[1]:
+            await self._edge.call(write_record, self.root / stored, dict(record))
 
     async def collections(self) -> list[str]:
         self._edge.check_open()
-        return await asyncio.to_thread(list_collections, self.root)
+        plain = await asyncio.to_thread(list_collections, self.root)
+        # Alias targets (NAME.rN) are not logical names: not listed on their own.
+        return sorted({*plain, *self._aliases})
 
     async def optimize(self) -> None:
         """Build the HNSW index of every shard (waits for a running background build first)."""
-        for name in await self.collections():
+        self._edge.check_open()
+        for name in await asyncio.to_thread(list_stored, self.root):
             for kind in KINDS:
                 sh = await self._shard(name, kind)
                 if sh is None:
@@ -363,7 +430,7 @@ class EdgeVectorStore(VectorStore):
     async def shard_info(self, collection: str, kind: Kind) -> dict[str, int] | None:
         """Points, indexed vectors and segments of one shard (``None`` if it does not exist)."""
         check_target(collection, kind)
-        sh = await self._shard(collection, kind)
+        sh = await self._shard(self._stored(collection), kind)
         if sh is None:
             return None
 
@@ -379,13 +446,18 @@ class EdgeVectorStore(VectorStore):
 
     # --- the shard registry ---------------------------------------------------------------------
 
+    def _stored(self, collection: str) -> str:
+        """The stored collection ``collection`` names now (see the module's docstring)."""
+        return storage_of(collection, self._aliases)
+
     async def _shard(
         self, collection: str, kind: Kind, *, create_dim: int | None = None
     ) -> Shard | None:
-        """The open shard; opened from disk, or created when ``create_dim`` is given."""
+        """The open shard of a *stored* collection; opened from disk, or created when
+        ``create_dim`` is given."""
         key = (collection, kind)
         sh = self._shards.get(key)
-        if sh is not None and not sh.dropped:
+        if sh is not None and not sh.dropped and collection not in self._dropping:
             return sh
         # One opener per shard: two concurrent first upserts must not both create it. A
         # drop holds this lock until the dropped shard is closed and gone.
@@ -403,18 +475,27 @@ class EdgeVectorStore(VectorStore):
         run: Callable[[Shard], T],
         empty: Callable[[], T],
     ) -> T:
-        """``run(shard)`` on the Edge thread; ``empty()`` when the shard does not exist or
-        was dropped before ``run`` got its turn."""
-        sh = await self._shard(collection, kind)
-        if sh is None:
-            return empty()
-        return await self._edge.call(lambda: empty() if sh.dropped else run(sh))
+        """``run(shard)`` on the Edge thread, the name resolved there in the same step (a
+        switch comes wholly before or after); ``empty()`` when the shard does not exist or
+        is being dropped."""
+
+        def step() -> T:
+            stored = storage_of(collection, self._aliases)
+            if stored in self._dropping:
+                return empty()
+            # Opened here if need be: the Edge thread orders it with every other opener.
+            sh = self._open_or_create(stored, kind, None)
+            if sh is None or sh.dropped:
+                return empty()
+            return run(sh)
+
+        return await self._edge.call(step)
 
     def _open_or_create(self, collection: str, kind: Kind, create_dim: int | None) -> Shard | None:
         # Registered here, on the Edge thread, so a close() queued behind this call sees it.
         known = self._shards.get((collection, kind))
-        if known is not None and not known.dropped:
-            return known
+        if known is not None:
+            return known  # a dropped one too: the caller sees the mark
         path = self.root / collection / kind
         recover(path)
         sh = open_shard(collection, kind, path, create_dim, self.edge_config)
@@ -422,25 +503,67 @@ class EdgeVectorStore(VectorStore):
             self._shards[(collection, kind)] = sh
         return sh
 
-    def _drop_on_edge(self, collection: str, shards: list[Shard]) -> tuple[bool, Path | None]:
-        """Close and forget ``shards``, rename the collection's directory away (one step
-        on the Edge thread, so no call runs between); whether anything existed, and the
-        renamed directory to delete."""
-        for sh in shards:
-            if self._shards.get((sh.collection, sh.kind)) is sh:
-                del self._shards[(sh.collection, sh.kind)]
+    async def _drop_stored(self, stored: str, *, unalias: bool) -> bool:
+        """Drop the stored collection ``stored`` (and, ``unalias``, the aliases reading it)."""
+        keys = [(stored, kind) for kind in KINDS]
+        full_lock, window_lock = (self._open_locks.setdefault(k, asyncio.Lock()) for k in keys)
+        self._dropping[stored] = self._dropping.get(stored, 0) + 1
+        try:
+            # Holding both openers' locks: nobody opens (or creates) the shards meanwhile,
+            # so no second handle of a directory being closed ever exists (see .lock).
+            async with full_lock, window_lock:
+                shards = [sh for k in keys if (sh := self._shards.get(k)) is not None]
+                for sh in shards:
+                    sh.dropped = True
+                # Children killed, runs ended: nothing copies or swaps into the directory.
+                await self._optimizer.stop(shards)
+                existed, trash = await self._edge.call(self._drop_on_edge, stored, unalias)
+        finally:
+            self._dropping[stored] -= 1
+            if not self._dropping[stored]:
+                del self._dropping[stored]
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
+        return existed
+
+    def _drop_on_edge(self, stored: str, unalias: bool) -> tuple[bool, Path | None]:
+        """Close and forget the shards of ``stored``, remove the aliases reading it, rename
+        its directory away: one step on the Edge thread, so no call runs in between.
+        Whether anything existed, and the renamed directory to delete."""
+        existed = False
+        for kind in KINDS:
+            sh = self._shards.pop((stored, kind), None)
+            if sh is None:
+                continue
+            existed = True
+            sh.dropped = True
             try:
                 sh.handle.close()  # no flush: its files are deleted next
             except Exception:
                 log.exception("closing dropped Edge shard %s failed", sh.path)
-        path = self.root / collection
-        existed = bool(shards) or any((path / kind / CONFIG_FILE).exists() for kind in KINDS)
+        if unalias and stored in self._aliases.values():
+            aliases = {k: v for k, v in self._aliases.items() if v != stored}
+            save_aliases(self.root, aliases)
+            self._aliases = aliases
+            existed = True
+        path = self.root / stored
+        existed = existed or self._exists(stored)
         if not path.exists():
             return existed, None
-        trash = self.root / f"{DROPPED_PREFIX}{collection}-{uuid.uuid4().hex}"
+        trash = self.root / f"{DROPPED_PREFIX}{stored}-{uuid.uuid4().hex}"
         path.rename(trash)
-        log.info("dropped Edge collection %s", collection)
+        log.info("dropped Edge collection %s", stored)
         return existed, trash
+
+    def _exists(self, stored: str) -> bool:
+        """Whether the stored collection has a shard or a record (open or on disk)."""
+        return self._has_shard(stored) or (self.root / stored / RECORD_FILE).exists()
+
+    def _has_shard(self, stored: str) -> bool:
+        return any(
+            (stored, kind) in self._shards or (self.root / stored / kind / CONFIG_FILE).exists()
+            for kind in KINDS
+        )
 
     def _close_all(self) -> None:
         try:
