@@ -47,6 +47,19 @@ def test_a_large_jpeg_gets_the_digest_of_its_draft_decode(tmp_path: Path) -> Non
     assert not signature.full and signature.digest == pixel_digest(prepared.decoded)
 
 
+def test_a_large_png_gets_the_digest_of_the_copy_its_windows_are_cut_from(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "large.png"
+    with Image.open(_photo(tmp_path / "x.jpg", (3000, 2000))) as img:
+        img.save(path)
+    prepared = _prepare(path)
+    signature = PixelSignature.decode(prepared.signature)
+    assert signature is not None and prepared.decoded is not None and prepared.prescaled
+    assert prepared.decoded.size == (3000, 2000)  # decoded whole, shrunk before cutting
+    assert not signature.full and signature.digest != pixel_digest(prepared.decoded)
+
+
 def test_copies_at_two_sizes_have_nearly_the_same_thumbnail(tmp_path: Path) -> None:
     big = _prepare(_photo(tmp_path / "big.jpg", (2400, 1800)))
     small = _prepare(_photo(tmp_path / "small.jpg", (600, 450)))

@@ -18,10 +18,11 @@ What it holds (1 045 bytes, base64 in the payload):
   gradients are what near-duplicate verification compares.
 - ``mean`` and ``std`` of the grey levels (0-255) before standardising: a flat picture
   (``std`` under ``FLAT_STD``) has no structure to compare.
-- ``digest``: 16 bytes of BLAKE2b over the decoded RGB pixels and their size, and
-  ``full``: whether those pixels were the image's full size (a JPEG may be decoded at
-  1/2, 1/4 or 1/8 by DCT scaling, whose pixels stand for the full ones only nearly).
-  Two files with equal digests hold identical decoded pixels.
+- ``digest``: 16 bytes of BLAKE2b over the RGB pixels the signature was computed from
+  and their size, and ``full``: whether those were the image's full-size pixels (a JPEG
+  may be decoded at 1/2, 1/4 or 1/8 by DCT scaling, a large image shrunk before its
+  windows are cut: such pixels stand for the full ones only nearly). Two files with equal
+  full digests hold identical decoded pixels; equal reduced ones, very likely.
 """
 
 from __future__ import annotations
@@ -112,11 +113,11 @@ def pixel_digest(img: Image.Image) -> bytes:
     return h.digest()
 
 
-def pixel_signature(
-    decoded: Image.Image, size: tuple[int, int], thumb_from: Image.Image | None = None
-) -> PixelSignature:
-    """The signature of an image of ``size`` (its full width and height) decoded as
-    ``decoded`` (RGB, possibly DCT-scaled). ``thumb_from``: a smaller copy of the same
-    pixels to take the thumbnail from (cheaper; block means barely differ)."""
-    thumb, mean, std = thumbnail(thumb_from if thumb_from is not None else decoded)
-    return PixelSignature(thumb, mean, std, pixel_digest(decoded), decoded.size == tuple(size))
+def pixel_signature(pixels: Image.Image, size: tuple[int, int]) -> PixelSignature:
+    """The signature of an image of ``size`` (its full width and height) from ``pixels``:
+    its decoded pixels, or a copy shrunk from them (the worker passes the copy it cuts
+    windows from: a 16-megapixel PNG is hashed at a tenth of the cost, and block means
+    barely differ). The digest is then of the shrunk pixels (``full`` False): equal
+    digests call for a comparison of the files."""
+    thumb, mean, std = thumbnail(pixels)
+    return PixelSignature(thumb, mean, std, pixel_digest(pixels), pixels.size == tuple(size))

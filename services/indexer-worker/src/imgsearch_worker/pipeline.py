@@ -163,9 +163,9 @@ def prepare_image(
     pixels[0] = model_input(cut, image_size)
     if boxes:
         pixels[1:] = crops_to_model_inputs(cut, cut_boxes, image_size)
-    # From the pixels already decoded: the thumbnail from the smaller copy, the digest
-    # from the decode itself (what the duplicate finder verifies pairs with).
-    signature = pixel_signature(img, (width, height), thumb_from=cut).encode()
+    # From the pixels already decoded, at the size the windows are cut from (what the
+    # duplicate finder verifies pairs with).
+    signature = pixel_signature(cut, (width, height)).encode()
     t3 = time.perf_counter()
     sha = file.sha256
     return PreparedImage(
