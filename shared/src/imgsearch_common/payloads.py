@@ -46,6 +46,8 @@ INDEXED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 _M = TypeVar("_M", bound=BaseModel)
+#: A point id as the ids module makes them (canonical UUID text).
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class FileRecord(BaseModel):
@@ -227,7 +229,8 @@ class AttachRequest(BaseModel):
     add the file to that image, with no encoding (``POST /internal/v1/attach``)."""
 
     collection: str
-    image_id: str = Field(min_length=1, max_length=64)
+    #: The image's point id: a UUID (``ids.image_id`` of the file's SHA-256).
+    image_id: str = Field(pattern=_UUID)
     file: FileRecord
 
 
