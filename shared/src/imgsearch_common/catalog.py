@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ImgSearchError
+
+if TYPE_CHECKING:  # the encoder imports this module, and has no vector store
+    from .vectorstore.base import VectorStore
 
 #: Header of the encoder's embed answers: the fingerprint of the model that made them.
 FINGERPRINT_HEADER = "X-Model-Fingerprint"
@@ -38,6 +41,14 @@ class ModelMismatch(ImgSearchError):
     status_code = 409
     code = "model_mismatch"
     permanent = True
+
+
+class ModelChanged(ModelMismatch):
+    """An encoder answered with another model than the caller expected: it was restarted
+    with other weights since the caller read its ``/health``. Worth a retry (the caller
+    reads the model again), unlike a collection filled by another model."""
+
+    permanent = False
 
 
 class ModelRecord(BaseModel):
@@ -91,3 +102,27 @@ def check_model(collection: str, stored: ModelRecord | None, current: ModelRecor
         f"new model with `imgsearch reindex --collection {collection}` "
         f"(POST /api/collections/{collection}/reindex)"
     )
+
+
+async def claim_collection(
+    store: VectorStore, collection: str, model: ModelRecord | None
+) -> ModelRecord | None:
+    """Before vectors of ``model`` are written into ``collection``: refuse them when another
+    model filled it (:class:`ModelMismatch`), and record ``model`` on the first write. The
+    collection's model is returned. ``model`` None: a writer from before fingerprints, not
+    checked. Callers serialise the writes of one collection (``vectorstore.writes``), so
+    two first writes cannot both record."""
+    stored = ModelRecord.of_record(await store.get_record(collection))
+    if model is None:
+        return stored
+    check_model(collection, stored, model)
+    if stored is None:
+        record = dict(await store.get_record(collection) or {})
+        record.update(model.record())
+        await store.put_record(collection, record)
+    return model
+
+
+async def collection_model(store: VectorStore, collection: str) -> ModelRecord | None:
+    """The model that filled ``collection`` (None: empty, or from before records)."""
+    return ModelRecord.of_record(await store.get_record(collection))

@@ -36,7 +36,7 @@ import numpy as np
 
 from .auth import internal_client
 from .backpressure import retry_after_s
-from .catalog import FINGERPRINT_HEADER, ModelMismatch, ModelRecord
+from .catalog import FINGERPRINT_HEADER, ModelChanged, ModelRecord
 from .errors import ImgSearchError, Overloaded, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ class EncoderClient:
 
         ``model``: the fingerprint the vectors must come from; an answer from another model
         (an encoder restarted with new weights since :meth:`info`) raises
-        :class:`~imgsearch_common.catalog.ModelMismatch` instead of returning its vectors."""
+        :class:`~imgsearch_common.catalog.ModelChanged` instead of returning its vectors (a
+        retry reads the model again)."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError("pixels must be an (N, S, S, 3) uint8 array")
         n = pixels.shape[0]
@@ -215,7 +216,7 @@ class EncoderClient:
             log.warning("the encoder's model changed (now %s): reading its /health again", made_by)
             self._info = None
         if model is not None and made_by != model:
-            raise ModelMismatch(
+            raise ModelChanged(
                 f"the encoder answered with model {made_by[:12]}, not {model[:12]}: it was "
                 "restarted with other weights; try again"
             )

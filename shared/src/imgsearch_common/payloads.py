@@ -23,6 +23,7 @@ from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .catalog import ModelRecord
 from .schemas import ImageMetadata
 from .windows import Box
 
@@ -222,6 +223,10 @@ class UpsertRequest(BaseModel):
     collection: str
     full: list[ImagePointIn] = Field(default_factory=list)
     windows: list[WindowPointIn] = Field(default_factory=list)
+    #: The model that made the vectors (``imgsearch_common.catalog``): the first write into
+    #: a collection records it, a write by another model is refused (409). Unset: a writer
+    #: from before fingerprints, not checked.
+    model: ModelRecord | None = None
 
 
 class AttachRequest(BaseModel):

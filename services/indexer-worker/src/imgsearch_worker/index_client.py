@@ -13,6 +13,7 @@ from __future__ import annotations
 import httpx
 
 from imgsearch_common.auth import internal_client
+from imgsearch_common.catalog import ModelMismatch
 from imgsearch_common.errors import ImgSearchError, UpstreamUnavailable
 from imgsearch_common.payloads import AttachAnswer, AttachRequest, FileRecord, UpsertRequest
 
@@ -68,6 +69,18 @@ class IndexClient:
             raise UpstreamUnavailable(f"index owner answered {response.status_code}")
         if response.status_code == absent:
             return None
+        if response.status_code == ModelMismatch.status_code:
+            message = _message(response) or "the collection holds another model's vectors"
+            raise ModelMismatch(message)
         if response.status_code >= 400:
             raise ImgSearchError(f"index owner refused the request ({response.status_code})")
         return response
+
+
+def _message(response: httpx.Response) -> str:
+    """The message of an error answer in our shape; "" for any other body."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return message[:1000] if isinstance(message, str) else ""

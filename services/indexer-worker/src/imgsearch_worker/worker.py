@@ -388,10 +388,15 @@ class Worker:
         prepared = await self._prepare(job.path, read)
         t2 = time.perf_counter()
         self._check_breaker(ENCODER)
-        vectors = await self._downstream(ENCODER, self.encoder.embed_pixels(prepared.pixels))
+        # The vectors must come from the model the hand-off names (the collection's check).
+        # Read once and kept by the client: not an encoder call the breaker should count.
+        model = (await self.encoder.info()).model_record()
+        embed = self.encoder.embed_pixels(prepared.pixels, model=model.fingerprint)
+        vectors = await self._downstream(ENCODER, embed)
         t3 = time.perf_counter()
         self._check_breaker(INDEX)
-        await self._downstream(INDEX, self.index.upsert(image_points(job, prepared, vectors)))
+        points = image_points(job, prepared, vectors).model_copy(update={"model": model})
+        await self._downstream(INDEX, self.index.upsert(points))
         t4 = time.perf_counter()
         timings = {**prepared.timings, "read": t1 - t0, "encode": t3 - t2, "upsert": t4 - t3}
         return timings, prepared

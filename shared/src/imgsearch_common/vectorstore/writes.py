@@ -11,6 +11,9 @@ and its folder sync, a worker writing straight into a Qdrant server, and the ben
   image that lists it, and deletes an image (its windows too) that is left with none.
 - Writing or attaching a file first detaches its ``stored_path`` from every *other* image:
   a file whose content changed leaves its old image (deleted if it held no other file).
+- Vectors are written only into a collection their model filled (``catalog``): the first
+  write records ``UpsertRequest.model``, a write by another model is refused (409
+  ``model_mismatch``) before anything is written.
 - The writes of one collection are serialised, one at a time per (store, collection): each
   is a read-modify-write of payloads. That holds in one process, the index owner with Qdrant
   Edge. With a Qdrant server several workers write at once: two copies of one content
@@ -24,7 +27,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ids import validate_collection
+from ..catalog import claim_collection
+from ..ids import validate_physical
 from ..payloads import PATHS, FileRecord, ImagePayload, ImagePointIn, UpsertRequest, merge_records
 from .base import PointRecord, VectorStore
 
@@ -68,8 +72,10 @@ def stored(payload: ImagePayload) -> dict[str, Any]:
 async def write_images(store: VectorStore, request: UpsertRequest) -> tuple[int, int]:
     """Store the points of ``request``, windows first; ``(full points, window points)``.
     An image indexed already keeps its other files (their records merged)."""
-    collection = validate_collection(request.collection)
+    collection = validate_physical(request.collection)
     async with collection_lock(store, collection):
+        if request.full or request.windows:
+            await claim_collection(store, collection, request.model)
         merged = await _merged(store, collection, request.full)
         full, windows = records(request.model_copy(update={"full": merged}))
         if windows:
@@ -84,7 +90,7 @@ async def attach_file(
 ) -> bool:
     """Add ``record`` to the indexed image ``image_id`` (replacing its record of the same
     ``stored_path``), with no encoding; False when there is no such image."""
-    collection = validate_collection(collection)
+    collection = validate_physical(collection)
     async with collection_lock(store, collection):
         found = await store.retrieve(collection, "full", [image_id])
         payload = ImagePayload.read(found[0].payload) if found else None
@@ -100,7 +106,7 @@ async def attach_file(
 async def detach_file(store: VectorStore, collection: str, stored_path: str) -> DetachResult:
     """Take the file ``stored_path`` out of every image of ``collection`` that lists it;
     an image left with no file is deleted, its windows too."""
-    collection = validate_collection(collection)
+    collection = validate_physical(collection)
     async with collection_lock(store, collection):
         return await _detach(store, collection, stored_path)
 
