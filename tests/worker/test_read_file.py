@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,16 @@ def test_what_is_not_a_readable_photo_fails_permanently(tmp_path: Path, kind: st
     with pytest.raises(expected) as caught:
         read_file_stat(str(path), max_bytes=10)
     assert getattr(caught.value, "permanent", False)
+
+
+def test_a_small_file_costs_little_memory_whatever_the_limit(tmp_path: Path) -> None:
+    # read(limit + 1) allocated the whole limit (50 MB by default) for every file.
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"z" * 1000)
+    tracemalloc.start()
+    try:
+        read_file_stat(str(photo), max_bytes=200_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak

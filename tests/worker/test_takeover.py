@@ -15,6 +15,7 @@ stack's encoder and search API behind the harness's transport.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,10 @@ async def test_jobs_left_by_a_dead_worker_are_taken_over_one_at_a_time_alone(
         redis_server.url[:-1] + "6", worker_concurrency=4, claim_idle_ms=claim_idle_ms
     )
     paths = write_images(tmp_path / "images", 10, seed=23)
-    batch, _ = await queue.create_batch("takeover", items(paths))
+    # A collection of this run's own: in one the in-process index holds from an earlier
+    # run, the contents are indexed already and each job only attaches its file (too fast
+    # for the watch below to see every job held).
+    batch, _ = await queue.create_batch(f"takeover-{uuid.uuid4().hex[:8]}", items(paths))
     # A worker that died holding four jobs: delivered to it, never acknowledged.
     dead = await queue.read("dead-worker", count=4, block_ms=1000)
     stale = {d.entry_id for d in dead}

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .catalog import ModelRecord
 from .schemas import ImageMetadata
@@ -58,7 +58,9 @@ class FileRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     #: What the server reads: the folder file itself, or an upload's content-addressed copy.
-    stored_path: str = Field(min_length=1)
+    #: Not checked here: a record reads back whatever a stored point says (the serving rule,
+    #: ``imgsearch_api.files``, decides what is read); a new one is (:class:`AttachRequest`).
+    stored_path: str
     #: What the user knows: the folder file's path, an upload's name, a URL.
     original_path: str
     #: The name it was indexed under (see :attr:`ImagePayload.name`).
@@ -237,6 +239,13 @@ class AttachRequest(BaseModel):
     #: The image's point id: a UUID (``ids.image_id`` of the file's SHA-256).
     image_id: str = Field(pattern=_UUID)
     file: FileRecord
+
+    @field_validator("file")
+    @classmethod
+    def _names_a_file(cls, value: FileRecord) -> FileRecord:
+        if not value.stored_path:
+            raise ValueError("the file's stored_path must not be empty")
+        return value
 
 
 class AttachAnswer(BaseModel):

@@ -43,6 +43,14 @@ class MissingFile(ImgSearchError):
     permanent = True
 
 
+class FileChanging(ImgSearchError):
+    """The file grew while it was read (being copied in): tried again later."""
+
+    status_code = 409
+    code = "file_changing"
+    permanent = False
+
+
 @dataclass
 class PreparedImage:
     image_id: str
@@ -106,11 +114,13 @@ def read_file_stat(path: str, max_bytes: int) -> FileRead:
             raise PayloadTooLarge(f"file is {st.st_size} bytes; the limit is {max_bytes}")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(max_bytes + 1)
+            # One byte more than fstat said tells a file that grew meanwhile (read(n)
+            # allocates n bytes first: never ask for the limit itself).
+            data = file.read(st.st_size + 1)
     finally:
         os.close(fd)
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"file is over {max_bytes} bytes, the limit")
+    if len(data) > st.st_size:
+        raise FileChanging("the file grew while it was read")
     if not data:
         raise EmptyInput("file is empty")
     return FileRead(data, content_hash(data), st.st_mtime_ns)
