@@ -190,9 +190,12 @@ def test_the_route_table_is_read_whole(inprocess: InProcessStack, tmp_path: Path
         ("GET", "/api/index/batches/{batch_id}"),
         ("GET", "/api/index/dead-letters"),
         ("POST", "/api/index/dead-letters/requeue"),
+        ("DELETE", "/api/images/{image_id}"),
+        ("DELETE", "/api/collections/{name}"),
     } <= {route for route, kind in kinds.items() if kind == "write"}
     assert ("POST", "/internal/v1/upsert") in table
     assert {("GET", "/api/status"), ("POST", "/api/search/by-text"), ("GET", "/")} <= set(table)
+    assert kinds[("GET", "/api/collections")] == "read"
 
 
 async def test_write_and_admin_routes_refuse_every_wrong_key(

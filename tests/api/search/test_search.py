@@ -251,7 +251,10 @@ def test_remove_text_and_enhance_options(client: httpx.Client, indexed: dict[str
     assert body["results"][0]["metadata"]["filename"] == "chelsea.jpg"
 
 
-def test_unknown_collection_is_empty(client: httpx.Client, indexed: dict[str, Path]) -> None:
+def test_unknown_collection_is_404(client: httpx.Client, indexed: dict[str, Path]) -> None:
+    """Issue 11: a collection that does not exist is named as such, with those that do."""
     r = search_image(client, indexed["coins"].read_bytes(), collection="nothing-here")
-    assert r.status_code == 200
-    assert r.json()["results"] == []
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["code"] == "collection_not_found"
+    assert "'nothing-here'" in error["message"] and f"'{COLLECTION}'" in error["message"]

@@ -6,6 +6,9 @@ Subcommands::
     imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--json] ...
     imgsearch status
     imgsearch requeue [--reason R ...] [--limit N]
+    imgsearch collections
+    imgsearch delete ID [--collection NAME]
+    imgsearch drop NAME [--yes]
 
 ``imgsearch index`` replaces the original system's ``index_and_run.py --images-dir DIR
 --batch-size N --extensions ...``: it asks the server to index a folder on the *server's*
@@ -17,8 +20,9 @@ exactly), ``client`` (:class:`ApiClient`, thin HTTP), ``args`` (the command line
 ``polling`` (:func:`follow_batch`, also used by the local launcher), ``commands`` (the
 subcommands) and ``__main__`` (``main``: ``python -m imgsearch_cli``).
 
-Exit codes: 0 success; 1 the batch finished but some files failed; 2 usage, connection or
-server errors; 130 interrupted (the batch keeps running on the server).
+Exit codes: 0 success; 1 the batch finished but some files failed, or a drop was not
+confirmed; 2 usage, connection or server errors; 130 interrupted (the batch keeps running on
+the server).
 """
 
 from .args import DEFAULT_API, CliSettings, build_parser, normalise_extensions, parse_args
@@ -30,6 +34,9 @@ from .commands import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     ProgressPrinter,
+    cmd_collections,
+    cmd_delete,
+    cmd_drop,
     cmd_index,
     cmd_requeue,
     cmd_search,
@@ -39,7 +46,9 @@ from .format import (
     BAR_WIDTH,
     best_box,
     format_box,
+    format_collections,
     format_duration,
+    format_model,
     format_progress,
     format_search_footer,
     format_status,
@@ -66,13 +75,18 @@ __all__ = [
     "ProgressPrinter",
     "best_box",
     "build_parser",
+    "cmd_collections",
+    "cmd_delete",
+    "cmd_drop",
     "cmd_index",
     "cmd_requeue",
     "cmd_search",
     "cmd_status",
     "follow_batch",
     "format_box",
+    "format_collections",
     "format_duration",
+    "format_model",
     "format_progress",
     "format_search_footer",
     "format_status",

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.imaging import dotted_extensions
-from imgsearch_common.schemas import MAX_LIMIT
+from imgsearch_common.schemas import MAX_LIMIT, MAX_SEARCH_COLLECTIONS
 
 DEFAULT_API = "http://localhost:8000"
 
@@ -196,6 +196,13 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
     search.add_argument("--limit", type=_limit, default=10, help="1-100 (default %(default)s)")
     search.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
     search.add_argument(
+        "--collections",
+        action="append",
+        metavar="A,B",
+        help="search these collections instead of --collection, results merged by score "
+        f"(names separated by commas, or the option repeated; at most {MAX_SEARCH_COLLECTIONS})",
+    )
+    search.add_argument(
         "--min-score", type=float, help="drop results scoring below this (default: keep all)"
     )
     search.add_argument(
@@ -211,6 +218,34 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
     search.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
     sub.add_parser("status", parents=[common], help="show index and queue counts")
+
+    sub.add_parser(
+        "collections",
+        parents=[common],
+        help="list the collections: images, regions, the model that filled each",
+    )
+    delete = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="delete an image from a collection",
+        description=(
+            "Delete the image ID (a result's id) and its regions from a collection: no search "
+            "finds it again and its file is no longer served. The file itself stays on disk."
+        ),
+    )
+    delete.add_argument("image_id", metavar="ID", help="the image's id, as a search shows it")
+    delete.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
+    drop = sub.add_parser(
+        "drop",
+        parents=[common],
+        help="delete a collection and everything in it",
+        description=(
+            "Delete the collection NAME: every image and region in it (the files stay on "
+            "disk). Asks for confirmation unless --yes."
+        ),
+    )
+    drop.add_argument("name", metavar="NAME", help="the collection")
+    drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     requeue = sub.add_parser(
         "requeue",
@@ -258,6 +293,11 @@ def _check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("search: --no-full and --no-partial leave nothing to match")
     if args.text is not None and (args.remove_text or args.enhance):
         parser.error("search: --remove-text and --enhance apply to image queries only")
+    if args.collections is not None:
+        names = [n.strip() for value in args.collections for n in value.split(",") if n.strip()]
+        if not names:
+            parser.error("search: --collections needs at least one name")
+        args.collections = list(dict.fromkeys(names))
 
 
 def parse_args(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -16,7 +17,10 @@ from imgsearch_common.backpressure import BUSY_STATUSES, retry_after_s
 from imgsearch_common.schemas import (
     BatchQueued,
     BatchStatus,
+    CollectionDropped,
+    CollectionsResponse,
     FolderIndexRequest,
+    ImageDeleted,
     RequeueRequest,
     RequeueResult,
 )
@@ -150,6 +154,20 @@ class ApiClient:
     def batch(self, batch_id: str) -> BatchStatus:
         data = self.json("GET", f"/api/index/batches/{batch_id}")
         return _validate(BatchStatus, data, "GET /api/index/batches")
+
+    def collections(self) -> CollectionsResponse:
+        data = self.json("GET", "/api/collections")
+        return _validate(CollectionsResponse, data, "GET /api/collections")
+
+    def delete_image(self, image_id: str, collection: str) -> ImageDeleted:
+        # The id is a path segment: quoted whole, so it cannot name another route.
+        path = f"/api/images/{quote(image_id, safe='')}"
+        data = self.json("DELETE", path, params={"collection": collection})
+        return _validate(ImageDeleted, data, "DELETE /api/images")
+
+    def drop_collection(self, name: str) -> CollectionDropped:
+        data = self.json("DELETE", f"/api/collections/{quote(name, safe='')}")
+        return _validate(CollectionDropped, data, "DELETE /api/collections")
 
     def search_image(self, path: Path, fields: Mapping[str, str]) -> httpx.Response:
         try:

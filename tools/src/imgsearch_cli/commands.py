@@ -1,10 +1,12 @@
-"""The subcommands (``status``, ``index``, ``search``, ``requeue``): each takes the client,
-the parsed arguments and the two output streams, and returns the exit status."""
+"""The subcommands (``status``, ``index``, ``search``, ``requeue``, ``collections``,
+``delete``, ``drop``): each takes the client, the parsed arguments and the two output
+streams, and returns the exit status."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from imgsearch_common.schemas import (
 
 from .client import ApiClient, CliError, _validate
 from .format import (
+    format_collections,
     format_progress,
     format_queued,
     format_search_footer,
@@ -130,6 +133,8 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
         "limit": args.limit,
         "collection": args.collection,
     }
+    if args.collections:
+        options["collections"] = args.collections
     if args.min_score is not None:
         options["min_score"] = args.min_score
     return options
@@ -150,7 +155,10 @@ def cmd_search(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
             fields = {
                 key: str(value).lower() if isinstance(value, bool) else str(value)
                 for key, value in options.items()
+                if key != "collections"
             }
+            if args.collections:
+                fields["collections"] = ",".join(args.collections)
             fields["remove_text"] = str(args.remove_text).lower()
             fields["enhance_image"] = str(args.enhance).lower()
             response = client.search_image(Path(args.image).expanduser(), fields)
@@ -167,7 +175,7 @@ def cmd_search(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
         out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return EXIT_OK
     result = _validate(SearchResponse, data, "search")
-    out.write(format_table(result.results) + "\n")
+    out.write(format_table(result.results, with_collection=bool(args.collections)) + "\n")
     out.write(format_search_footer(result) + "\n")
     return EXIT_OK
 
@@ -204,10 +212,64 @@ def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Tex
     return watch_folder(client, request, out, err, debounce_s=args.debounce)
 
 
+def cmd_collections(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    out.write(format_collections(client.collections().collections) + "\n")
+    return EXIT_OK
+
+
+def cmd_delete(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    deleted = client.delete_image(args.image_id, args.collection)
+    out.write(f"deleted image {printable(deleted.id)} from {printable(deleted.collection)}\n")
+    return EXIT_OK
+
+
+def cmd_drop(
+    client: ApiClient,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO | None = None,
+) -> int:
+    """Drop a collection, after the user confirms (``y``/``yes`` on ``stdin``) unless
+    ``--yes``; any other answer, or none (end of input), drops nothing (exit 1)."""
+    name = args.name
+    if not args.yes:
+        listed = {c.name: c for c in client.collections().collections}
+        if name not in listed:
+            known = ", ".join(printable(n) for n in listed) or "none"
+            raise CliError(f"no collection {printable(name)!r} (the collections: {known})")
+        c = listed[name]
+        err.write(
+            f"drop collection {printable(name)!r}: {_counted(c.images, c.windows)}? "
+            "This cannot be undone (the files stay on disk). [y/N] "
+        )
+        err.flush()
+        answer = (stdin or sys.stdin).readline().strip().lower()
+        if answer not in ("y", "yes"):
+            err.write("not dropped\n")
+            return EXIT_SOME_FAILED
+    dropped = client.drop_collection(name)
+    out.write(
+        f"dropped collection {printable(dropped.name)}: "
+        f"{_counted(dropped.images, dropped.windows)}\n"
+    )
+    return EXIT_OK
+
+
+def _counted(images: int, windows: int) -> str:
+    """``1 image, 14 regions``."""
+    return (
+        f"{images} image{'' if images == 1 else 's'}, {windows} region{'' if windows == 1 else 's'}"
+    )
+
+
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
     "status": cmd_status,
     "index": cmd_index,
     "search": cmd_search,
     "requeue": cmd_requeue,
+    "collections": cmd_collections,
+    "delete": cmd_delete,
+    "drop": cmd_drop,
     "watch": cmd_watch,
 }

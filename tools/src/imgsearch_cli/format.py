@@ -8,6 +8,7 @@ from typing import Any
 from imgsearch_common.schemas import (
     BatchQueued,
     BatchStatus,
+    CollectionSummary,
     SearchResponse,
     SearchResult,
     SyncCounts,
@@ -58,12 +59,13 @@ def _render_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right
     return "\n".join([line(headers), *(line(row) for row in rows)])
 
 
-def format_table(results: Sequence[SearchResult]) -> str:
-    """Search results as a plain-text table (rank, score, match, regions, file, best box)."""
+def format_table(results: Sequence[SearchResult], with_collection: bool = False) -> str:
+    """Search results as a plain-text table (rank, score, match, regions, file, best box;
+    ``with_collection``: the collection of each, after the file)."""
     if not results:
         return "no results"
-    headers = ("#", "score", "match", "regions", "filename", "best box")
-    rows = [
+    headers: tuple[str, ...] = ("#", "score", "match", "regions", "filename", "best box")
+    rows: list[tuple[str, ...]] = [
         (
             str(rank),
             f"{r.score:.4f}",
@@ -74,7 +76,33 @@ def format_table(results: Sequence[SearchResult]) -> str:
         )
         for rank, r in enumerate(results, start=1)
     ]
+    if with_collection:
+        headers = (*headers[:5], "collection", headers[5])
+        rows = [
+            (*row[:5], printable(r.collection), row[5])
+            for row, r in zip(rows, results, strict=True)
+        ]
     return _render_columns(headers, rows, right={0, 1, 3})
+
+
+def format_model(model: Mapping[str, Any] | None) -> str:
+    """A collection's model record as ``ViT-B-32/laion2b_s34b_b79k``, ``-`` when none."""
+    if not model:
+        return "-"
+    name = printable(str(model.get("model", "?")))
+    pretrained = model.get("pretrained")
+    return f"{name}/{printable(str(pretrained))}" if pretrained else name
+
+
+def format_collections(collections: Sequence[CollectionSummary]) -> str:
+    """``GET /api/collections`` as a table: name, images, regions, model."""
+    if not collections:
+        return "no collections"
+    rows = [
+        (printable(c.name), str(c.images), str(c.windows), format_model(c.model))
+        for c in collections
+    ]
+    return _render_columns(("collection", "images", "regions", "model"), rows, right={1, 2})
 
 
 def format_search_footer(response: SearchResponse) -> str:

@@ -35,7 +35,7 @@ from .admission import (
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
-from .routes import indexing, internal, pages, search
+from .routes import indexing, internal, library, pages, search
 from .search import SearchService, SearchTuning
 from .security import BodySizeLimit, install_exposure_guards
 from .settings import ApiSettings
@@ -160,6 +160,7 @@ def create_app(
     )
     app.include_router(search.router)
     app.include_router(indexing.router)
+    app.include_router(library.router)
     app.include_router(internal.router)
     app.include_router(pages.router)
 

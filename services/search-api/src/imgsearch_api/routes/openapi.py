@@ -14,7 +14,7 @@ Answers that come from outside a route's own code, declared where they apply:
 - 400 ``http_400`` for a body FastAPI cannot parse: every write;
 - 403 ``forbidden`` for a cross-site browser write (``SameOriginWrites``) and 413
   ``payload_too_large`` for a body over ``MAX_UPLOAD_BYTES`` (``BodySizeLimit``): every
-  write (POST);
+  write (POST, DELETE);
 - 429 ``overloaded`` past the limit per client (``ClientAdmission``): the searches.
 
 The document describes the public listener: on the internal one (``INTERNAL_PORT``) every
@@ -104,6 +104,9 @@ API_KEY = Answer(
     _WWW_AUTHENTICATE,
 )
 COLLECTION = Answer(400, "`invalid_collection`: the collection name is not valid")
+COLLECTION_MISSING = Answer(
+    404, "`collection_not_found`: no such collection (the message names the existing ones)"
+)
 QUEUE_DOWN = Answer(
     503, "`upstream_unavailable`: the job queue (Redis) is unavailable", _RETRY_AFTER
 )
@@ -144,19 +147,27 @@ CPU_POOL_FULL = Answer(503, "`upstream_unavailable`: the CPU pool is full", _RET
 WRITE = (HOST, BODY_UNPARSED, CROSS_SITE, BODY_TOO_LARGE, VALIDATION)
 #: Every indexing route: the API key, the job queue.
 INDEXING = (HOST, API_KEY, QUEUE_DOWN)
+#: What every deletion (DELETE) may answer: the API key, a cross-site browser's write, a
+#: body over the limit (none is read).
+DELETION = (HOST, API_KEY, CROSS_SITE, BODY_TOO_LARGE, VALIDATION, COLLECTION)
 
 # --- the sets the routes declare ---------------------------------------------------------
 
 SEARCH_BY_IMAGE = declare(
     *WRITE,
     COLLECTION,
+    COLLECTION_MISSING,
     *IMAGE,
     Answer(400, "`empty_input`: the uploaded file is empty"),
     *SEARCH_BUSY,
 )
-SEARCH_BY_URL = declare(*WRITE, COLLECTION, *URL, *IMAGE, *SEARCH_BUSY)
+SEARCH_BY_URL = declare(*WRITE, COLLECTION, COLLECTION_MISSING, *URL, *IMAGE, *SEARCH_BUSY)
 SEARCH_BY_TEXT = declare(
-    *WRITE, COLLECTION, Answer(400, "`empty_input`: the text is blank"), *SEARCH_BUSY
+    *WRITE,
+    COLLECTION,
+    COLLECTION_MISSING,
+    Answer(400, "`empty_input`: the text is blank"),
+    *SEARCH_BUSY,
 )
 INDEX_FOLDER = declare(
     *INDEXING,
@@ -192,6 +203,7 @@ STATUS = declare(HOST, QUEUE_DOWN)
 _IMAGE_FILE = (
     HOST,
     COLLECTION,
+    COLLECTION_MISSING,
     VALIDATION,
     Answer(404, "`not_found`: no such image, or its file is not served"),
 )
@@ -200,3 +212,8 @@ IMAGE_BY_ID = declare(*_IMAGE_FILE)
 IMAGE_BY_NAME = declare(
     *_IMAGE_FILE, Answer(404, "`http_404`: the name has a line feed (no route matches it)")
 )
+COLLECTIONS = declare(HOST)
+DELETE_IMAGE = declare(
+    *DELETION, COLLECTION_MISSING, Answer(404, "`not_found`: no such image in the collection")
+)
+DROP_COLLECTION = declare(*DELETION, COLLECTION_MISSING)

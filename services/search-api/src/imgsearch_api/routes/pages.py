@@ -16,12 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imgsearch_common.encoder_client import EncoderInfo
 from imgsearch_common.errors import NotFound
-from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
+from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.payloads import IMAGE_NAME_KEYS, NAME, ImagePayload
 from imgsearch_common.schemas import HealthResponse, IndexedCounts, StatusResponse
 from imgsearch_common.vectorstore.base import VectorStore
 
 from ..files import IndexedFiles, OpenedFile
+from ..library import require_collections
 from ..state import AppState, get_state
 from . import openapi
 
@@ -142,7 +143,7 @@ async def image(
 ) -> StreamingResponse:
     """The original file of an indexed image, if it is a regular file under ``INDEX_ROOTS``
     or the upload folder (``imgsearch_api.files``); else 404."""
-    validate_collection(collection)
+    await require_collections(state.store, [collection])
     try:
         uuid.UUID(image_id)
     except ValueError:
@@ -186,7 +187,7 @@ async def static_image_by_name(
 
 
 async def _image_named(state: AppState, name: str, collection: str) -> StreamingResponse:
-    validate_collection(collection)
+    await require_collections(state.store, [collection])
     if not _lookup_name(name):
         raise NotFound("no such image")
     # Only names the index holds are looked at: the request's name is matched whole,

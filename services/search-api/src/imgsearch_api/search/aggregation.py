@@ -26,6 +26,7 @@ Three kinds of evidence can say that an indexed picture matches a query:
 :func:`merge_matches` gives each picture the best of its scores. :func:`apply_rescores`
 folds in the second stage of the search, which re-scores the top pictures on freshly cut
 boxes (see ``rescoring.py``): a better re-score replaces the score and the box it came from.
+:func:`merge_collections` merges the ranked lists of several collections searched at once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from imgsearch_common.schemas import MatchType
 from imgsearch_common.windows import Box, centre_square, parent_box_in_query
@@ -296,3 +297,20 @@ def apply_rescores(
             out.append(r)
     out.sort(key=lambda r: (-r.score, r.image_id))
     return out[:limit]
+
+
+class Found(NamedTuple):
+    """A ranked picture and the collection it was found in."""
+
+    collection: str
+    ranked: RankedImage
+
+
+def merge_collections(ranked: Mapping[str, Sequence[RankedImage]], *, limit: int) -> list[Found]:
+    """The ranked lists of several collections (collection -> its list) as one, best
+    first, cut to ``limit``. Scores of one model compare across collections; ties are
+    broken by image id, then by collection name, so the order does not depend on the order
+    the collections were named in. One content in two collections is two results."""
+    merged = [Found(name, r) for name, found in ranked.items() for r in found]
+    merged.sort(key=lambda f: (-f.ranked.score, f.ranked.image_id, f.collection))
+    return merged[:limit]

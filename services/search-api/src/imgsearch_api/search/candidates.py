@@ -4,7 +4,11 @@ A fixed number of store calls whatever the index holds: full-image vectors are s
 with the query's own vector and, in ``contains``/``auto`` mode, every query window's vector
 (**one** batched call); window vectors with the query's own vector (one more call, run
 concurrently). ``aggregation`` turns the hits into one ranked list; the payloads of the
-ranked pictures that no hit brought along are then fetched in one call.
+ranked pictures that no hit brought along are then fetched in one call. A picture whose
+image point is gone (deleted, or windows written before their image's point) is no result:
+only windows spoke for it, and there is nothing to show or serve.
+
+One collection per run: a search of several runs once per collection (``service``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class CandidateSearch:
 
     async def run(
         self,
+        collection: str,
         scope: SearchScope,
         vectors: QueryVectors,
         query: PreparedQuery | None,
@@ -66,9 +71,12 @@ class CandidateSearch:
         min_score: float | None,
         timings: Timings,
     ) -> Candidates:
-        """The best ``keep`` pictures scoring at least ``min_score`` (None: all)."""
+        """The best ``keep`` pictures of ``collection`` scoring at least ``min_score``
+        (None: all)."""
         with timings.stage("vector_search"):
-            full_hits, query_window_hits, window_hits = await self._search(scope, vectors)
+            full_hits, query_window_hits, window_hits = await self._search(
+                collection, scope, vectors
+            )
         with timings.stage("aggregate"):
             payloads = _image_payloads([full_hits, *query_window_hits])
             windows = aggregate_window_hits(
@@ -100,12 +108,12 @@ class CandidateSearch:
         with timings.stage("fetch_metadata"):
             missing = [r.image_id for r in ranked if r.image_id not in payloads]
             if missing:
-                fetched = await self.store.retrieve(scope.collection, "full", missing)
+                fetched = await self.store.retrieve(collection, "full", missing)
                 payloads.update(_image_payloads([fetched]))
-        return Candidates(ranked, payloads)
+        return Candidates([r for r in ranked if r.image_id in payloads], payloads)
 
     async def _search(
-        self, scope: SearchScope, vectors: QueryVectors
+        self, collection: str, scope: SearchScope, vectors: QueryVectors
     ) -> tuple[list[Hit], list[list[Hit]], list[Hit]]:
         """Full-image hits of the query, full-image hits of each query window, window hits."""
         query_windows = list(vectors.windows)
@@ -114,7 +122,7 @@ class CandidateSearch:
         if search_full:
             calls.append(
                 self.store.search(
-                    scope.collection,
+                    collection,
                     "full",
                     [vectors.view, *query_windows],
                     scope.limit * FULL_OVERFETCH,
@@ -123,7 +131,7 @@ class CandidateSearch:
         if scope.use_windows:
             calls.append(
                 self.store.search(
-                    scope.collection, "window", [vectors.view], self.tuning.window_search_limit
+                    collection, "window", [vectors.view], self.tuning.window_search_limit
                 )
             )
         answers = list(await asyncio.gather(*calls))

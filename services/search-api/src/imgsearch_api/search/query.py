@@ -27,11 +27,18 @@ from .tuning import MATCH_MODES, SearchTuning
 TEXT_REMOVAL_MAX_SIDE = 1024
 
 
+def searched_collections(collection: str, collections: Sequence[str] | None) -> tuple[str, ...]:
+    """The collections a request searches: ``collections`` (each once, in the order named)
+    when it names any, else ``collection``."""
+    return tuple(dict.fromkeys(collections)) if collections else (collection,)
+
+
 @dataclass(frozen=True)
 class SearchScope:
     """Where to search, with which evidence, and how many results to return."""
 
-    collection: str
+    #: At least one; results of several are merged by score.
+    collections: tuple[str, ...]
     use_full: bool = True
     #: The indexed pictures' windows (the public ``use_partial_matching``).
     use_windows: bool = True
@@ -42,7 +49,7 @@ class SearchScope:
     @classmethod
     def from_options(cls, options: SearchOptions | TextSearchRequest) -> SearchScope:
         return cls(
-            collection=options.collection,
+            collections=searched_collections(options.collection, options.collections),
             use_full=options.use_full_matching,
             use_windows=options.use_partial_matching,
             limit=options.limit,

@@ -15,7 +15,8 @@ def build_result(
     collection: str,
     query: PreparedQuery | None = None,
 ) -> SearchResult:
-    """One result; boxes of ``contains`` matches are reported in the query's own pixels."""
+    """One result, found in ``collection``; boxes of ``contains`` matches are reported in
+    the query's own pixels."""
     windows = r.windows
     cont = r.contains if r.match_type == "contains" else None
     if cont is not None:
@@ -41,4 +42,5 @@ def build_result(
         matched_boxes=boxes,
         query_box=query_box,
         image_url=f"/api/image/{r.image_id}?collection={collection}",
+        collection=collection,
     )

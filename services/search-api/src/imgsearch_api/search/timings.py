@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -20,6 +20,13 @@ class Timings:
         t0 = time.perf_counter()
         yield
         self.ms[name] = elapsed_ms(t0)
+
+    def include(self, side_by_side: Iterable[Timings]) -> None:
+        """The stages of timings that ran side by side (one per collection searched): each
+        stage as long as its longest."""
+        for other in side_by_side:
+            for name, ms in other.ms.items():
+                self.ms[name] = max(ms, self.ms.get(name, 0.0))
 
     def total_ms(self) -> float:
         return elapsed_ms(self.started)

@@ -1,0 +1,51 @@
+"""The collections and deletion: ``GET /api/collections`` (open, like every read),
+``DELETE /api/images/{image_id}`` and ``DELETE /api/collections/{name}`` (``API_KEY`` when it
+is set, like indexing). The rules are ``imgsearch_api.library``'s."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from imgsearch_common.ids import DEFAULT_COLLECTION
+from imgsearch_common.schemas import CollectionDropped, CollectionsResponse, ImageDeleted
+
+from ..library import Library
+from ..security import require_api_key
+from ..state import AppState, get_state
+from . import openapi
+
+router = APIRouter(tags=["library"])
+State = Annotated[AppState, Depends(get_state)]
+KeyRequired = [Depends(require_api_key)]
+
+
+@router.get("/api/collections", response_model=CollectionsResponse, responses=openapi.COLLECTIONS)
+async def collections(state: State) -> CollectionsResponse:
+    """Every collection, sorted by name: its images, its windows, the model that filled it."""
+    return CollectionsResponse(collections=await Library(state.store).summaries())
+
+
+@router.delete(
+    "/api/images/{image_id}",
+    response_model=ImageDeleted,
+    responses=openapi.DELETE_IMAGE,
+    dependencies=KeyRequired,
+)
+async def delete_image(
+    state: State, image_id: str, collection: str = DEFAULT_COLLECTION
+) -> ImageDeleted:
+    """Delete an image (its full point and its windows) from ``collection``."""
+    return await Library(state.store).delete_image(collection, image_id)
+
+
+@router.delete(
+    "/api/collections/{name}",
+    response_model=CollectionDropped,
+    responses=openapi.DROP_COLLECTION,
+    dependencies=KeyRequired,
+)
+async def drop_collection(state: State, name: str) -> CollectionDropped:
+    """Delete a collection and everything in it."""
+    return await Library(state.store).drop(name)
