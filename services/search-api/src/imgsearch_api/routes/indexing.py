@@ -1,6 +1,7 @@
 """Indexing endpoints: queue a server-side folder, uploaded images or a URL; batch
 progress, dead letters and their requeue. The rules are ``imgsearch_api.indexing``'s
-(the requeue's, ``JobQueue.requeue``'s).
+(the requeue's, ``JobQueue.requeue``'s); a collection another model filled is refused
+(409, ``model_check``).
 
 Every endpoint here requires ``API_KEY`` when it is set.
 """
@@ -23,6 +24,7 @@ from imgsearch_common.schemas import (
     UrlIndexRequest,
 )
 
+from ..model_check import check_indexing_model
 from ..security import require_api_key
 from ..state import AppState, get_state
 from . import openapi
@@ -33,6 +35,7 @@ State = Annotated[AppState, Depends(get_state)]
 
 @router.post("/folder", response_model=BatchQueued, status_code=202, responses=openapi.INDEX_FOLDER)
 async def index_folder(state: State, body: FolderIndexRequest) -> BatchQueued:
+    await check_indexing_model(state.store, state.encoder, body.collection)
     return await state.indexing.queue_folder(body)
 
 
@@ -42,12 +45,14 @@ async def index_upload(
     files: Annotated[list[UploadFile], File(description="one or more images")],
     collection: Annotated[str, Form()] = DEFAULT_COLLECTION,
 ) -> BatchQueued:
+    await check_indexing_model(state.store, state.encoder, collection)
     named = [(os.path.basename(f.filename or "upload"), await f.read()) for f in files]
     return await state.indexing.queue_uploads(collection, named)
 
 
 @router.post("/url", response_model=BatchQueued, status_code=202, responses=openapi.INDEX_URL)
 async def index_url(state: State, body: UrlIndexRequest) -> BatchQueued:
+    await check_indexing_model(state.store, state.encoder, body.collection)
     return await state.indexing.queue_url(body)
 
 
