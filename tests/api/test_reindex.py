@@ -100,6 +100,17 @@ def test_another_models_collection_is_refused_with_409(
         assert "reindex" in error["message"]
     assert inprocess.run(store.count("foreign", "full")) == 1
 
+    # A job that reached the queue anyway (queued before the record, or by an older API):
+    # the worker's write is refused, and the job is a dead letter, not retried for ever.
+    photo = sorted(four_photos.iterdir())[1]
+    queue = inprocess.api_app.state.resources.queue
+    batch_id, _ = inprocess.run(queue.create_batch("foreign", [(str(photo), "folder", photo.name)]))
+    status = wait_batch(client, batch_id)
+    assert (status.done, status.failed) == (0, 1), status
+    assert [e.reason for e in status.errors] == ["model_mismatch"]
+    assert "ViT-L-14" in status.errors[0].message
+    assert inprocess.run(store.count("foreign", "full")) == 1
+
 
 def test_a_reindex_switches_with_no_failed_search(
     client: httpx.Client, inprocess: InProcessStack, four_photos: Path
