@@ -289,3 +289,105 @@ class ErrorResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: ErrorBody
+
+
+ReindexState = Literal["filling", "catching_up", "switching", "done", "failed"]
+
+
+class ReindexStatus(BaseModel):
+    """A collection's reindex (``POST /api/collections/{name}/reindex``): the physical
+    collection it fills (``target``) while searches use ``source``, its step, and the
+    progress of the batch that re-embeds the files (``GET /api/index/batches/{batch_id}``
+    says more)."""
+
+    collection: str
+    source: str
+    target: str
+    state: ReindexState
+    batch_id: str = ""
+    #: The images written to ``source`` while the first batch ran ("" when none were).
+    catch_up_batch_id: str = ""
+    queued: int = 0
+    done: int = 0
+    failed: int = 0
+    started_at: float = 0.0
+    finished_at: float | None = None
+    error: str | None = None
+
+
+# --- duplicates (GET /api/duplicates) ------------------------------------------------------
+
+DuplicateTier = Literal["exact", "near", "contained"]
+DUPLICATE_TIERS: tuple[DuplicateTier, ...] = ("exact", "near", "contained")
+#: Most groups one tier of ``GET /api/duplicates`` answers (``limit``).
+MAX_DUPLICATE_GROUPS = 1000
+
+
+class DuplicateItem(BaseModel):
+    """One file of a duplicate group: the image it holds and where it is."""
+
+    id: str
+    #: The file (an ``original_path`` of the image; for ``near`` and ``contained`` its first).
+    path: str
+    width: int
+    height: int
+    file_size: int
+
+
+class DuplicateEvidence(BaseModel):
+    """What made a pair: ``check`` names the test it passed, the other fields its measures.
+
+    - ``content``: the same SHA-256 (one image held by several files);
+    - ``pixels``: identical decoded pixels in two different files;
+    - ``thumbnail``: ``near`` — the grey thumbnails of the pixel signatures correlate
+      (``correlation``) and so do their gradients (``detail``), at the same aspect ratio;
+    - ``located``: ``contained`` — the child found in the parent's pixels at ``box``
+      (``correlation`` of the pixels there, ``detail`` of their gradients), covering
+      ``area`` of the parent.
+
+    ``clip_score``: the model's cosine similarity that proposed the pair (``near``: of the
+    full views; ``contained``: of the child's view and the parent's best window, whose box
+    is ``window``), None when the pixels proposed it. ``source``: where the pixels came
+    from, ``signature`` (stored at indexing) or ``file`` (read now).
+    """
+
+    check: Literal["content", "pixels", "thumbnail", "located"]
+    clip_score: float | None = None
+    correlation: float | None = None
+    detail: float | None = None
+    #: ``contained``: ``[x0, y0, x1, y1]`` of the child in the parent's pixels.
+    box: list[int] | None = None
+    area: float | None = None
+    window: list[int] | None = None
+    source: Literal["payload", "signature", "file"] = "signature"
+
+
+class DuplicatePair(BaseModel):
+    """Two items of a group (indices into ``items``; ``contained``: ``a`` is the parent)."""
+
+    a: int
+    b: int
+    #: The verification's score (1 for ``exact``; ``near``, ``contained``: ``correlation``).
+    score: float
+    evidence: DuplicateEvidence
+
+
+class DuplicateGroup(BaseModel):
+    """Files or images that are copies of one picture (``exact``, ``near``), or a picture
+    and the crops of it (``contained``: the parent first)."""
+
+    tier: DuplicateTier
+    items: list[DuplicateItem]
+    pairs: list[DuplicatePair]
+
+
+class DuplicatesResponse(BaseModel):
+    collection: str
+    tiers: list[DuplicateTier]
+    groups: list[DuplicateGroup]
+    #: Images examined.
+    images: int
+    #: A tier reached ``limit`` groups and stopped looking: more may exist.
+    truncated: bool = False
+    processing_time_ms: float
+    timings_ms: dict[str, float] = Field(default_factory=dict)

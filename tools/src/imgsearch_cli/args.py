@@ -13,6 +13,8 @@ from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.imaging import dotted_extensions
 from imgsearch_common.schemas import MAX_LIMIT, MAX_SEARCH_COLLECTIONS
 
+from . import duplicates
+
 DEFAULT_API = "http://localhost:8000"
 
 
@@ -218,6 +220,7 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
     search.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
     sub.add_parser("status", parents=[common], help="show index and queue counts")
+    duplicates.add_parser(sub, common)
 
     sub.add_parser(
         "collections",

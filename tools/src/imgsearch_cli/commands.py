@@ -24,6 +24,7 @@ from imgsearch_common.schemas import (
 )
 
 from .client import ApiClient, CliError, _validate
+from .duplicates import cmd_duplicates
 from .format import (
     format_collections,
     format_progress,
@@ -272,4 +273,5 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], in
     "delete": cmd_delete,
     "drop": cmd_drop,
     "watch": cmd_watch,
+    "duplicates": cmd_duplicates,
 }

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
@@ -32,10 +33,11 @@ from .admission import (
     cpu_queue_bound,
     global_gate,
 )
+from .duplicates import DuplicatesService, duplicates_gate
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
-from .routes import indexing, internal, library, pages, search
+from .routes import duplicates, indexing, internal, library, pages, search
 from .search import SearchService, SearchTuning
 from .security import BodySizeLimit, install_exposure_guards
 from .settings import ApiSettings
@@ -97,6 +99,9 @@ def create_app(
             text_remover = TextRemover()
             await asyncio.to_thread(text_remover.load)  # fail at start-up, not on a request
             files = IndexedFiles.of(settings.index_roots, settings.uploads_path())
+            # Duplicate scans run on a thread of their own: searches keep the pool.
+            scans = ThreadPoolExecutor(1, thread_name_prefix="api-duplicates")
+            stack.callback(scans.shutdown, wait=False, cancel_futures=True)
             app.state.resources = AppState(
                 settings=settings,
                 redis=redis,
@@ -127,6 +132,13 @@ def create_app(
                     store=store,
                 ),
                 metrics=app.state.metrics,
+                duplicates=DuplicatesService(
+                    store,
+                    files,
+                    scans,
+                    max_pixels=settings.max_image_pixels,
+                    admission=duplicates_gate(settings),
+                ),
             )
             try:
                 await queue.ensure_group()
@@ -161,6 +173,7 @@ def create_app(
     app.include_router(search.router)
     app.include_router(indexing.router)
     app.include_router(library.router)
+    app.include_router(duplicates.router)
     app.include_router(internal.router)
     app.include_router(pages.router)
 

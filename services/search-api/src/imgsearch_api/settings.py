@@ -106,6 +106,9 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     search_per_client: int = Field(default=2, ge=1, le=1024)
     #: Longest a search waits in either line before it is refused (seconds).
     search_queue_wait_s: float = Field(default=5.0, ge=0.0, le=300.0)
+    #: GET /api/duplicates scans the whole collection: one runs at a time, this many more
+    #: may wait (each for at most SEARCH_QUEUE_WAIT_S); beyond, 503 + Retry-After.
+    duplicates_queue: int = Field(default=2, ge=0, le=100)
 
     @field_validator("search_concurrency", "search_queue", mode="before")
     @classmethod

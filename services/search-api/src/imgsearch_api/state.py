@@ -12,6 +12,7 @@ from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.jobs import JobQueue
 from imgsearch_common.vectorstore.base import VectorStore
 
+from .duplicates import DuplicatesService
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
@@ -36,6 +37,8 @@ class AppState:
     search: SearchService
     indexing: IndexingService
     metrics: ApiMetrics
+    #: ``GET /api/duplicates`` (its own thread and admission).
+    duplicates: DuplicatesService
 
 
 def get_state(request: Request) -> AppState:

@@ -217,3 +217,15 @@ DELETE_IMAGE = declare(
     *DELETION, COLLECTION_MISSING, Answer(404, "`not_found`: no such image in the collection")
 )
 DROP_COLLECTION = declare(*DELETION, COLLECTION_MISSING)
+DUPLICATES = declare(
+    HOST,
+    COLLECTION,
+    VALIDATION,
+    Answer(404, "`collection_not_found`: no such collection (the message names the existing ones)"),
+    Answer(
+        503,
+        "`upstream_unavailable`: a duplicates scan is running and `DUPLICATES_QUEUE` more "
+        "wait (or one waited `SEARCH_QUEUE_WAIT_S`)",
+        _RETRY_AFTER,
+    ),
+)
