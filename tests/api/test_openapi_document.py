@@ -32,12 +32,12 @@ ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 #: 400 (a Host the server does not answer to) is every operation's; 403 (cross-site
 #: Origin) and 413 (body over MAX_UPLOAD_BYTES) every write's; 401 every indexing route's.
 STATUSES: dict[tuple[str, str], set[int]] = {
-    ("POST", "/api/search/by-image"): {200, 400, 403, 404, 413, 415, 422, 429, 503},
-    ("POST", "/api/search/by-url"): {200, 400, 403, 404, 413, 415, 422, 429, 503},
-    ("POST", "/api/search/by-text"): {200, 400, 403, 404, 413, 422, 429, 503},
-    ("POST", "/api/index/folder"): {202, 400, 401, 403, 404, 413, 422, 503},
-    ("POST", "/api/index/upload"): {202, 400, 401, 403, 413, 415, 422, 503},
-    ("POST", "/api/index/url"): {202, 400, 401, 403, 413, 415, 422, 503},
+    ("POST", "/api/search/by-image"): {200, 400, 403, 404, 409, 413, 415, 422, 429, 503},
+    ("POST", "/api/search/by-url"): {200, 400, 403, 404, 409, 413, 415, 422, 429, 503},
+    ("POST", "/api/search/by-text"): {200, 400, 403, 404, 409, 413, 422, 429, 503},
+    ("POST", "/api/index/folder"): {202, 400, 401, 403, 404, 409, 413, 422, 503},
+    ("POST", "/api/index/upload"): {202, 400, 401, 403, 409, 413, 415, 422, 503},
+    ("POST", "/api/index/url"): {202, 400, 401, 403, 409, 413, 415, 422, 503},
     ("GET", "/api/index/batches/{batch_id}"): {200, 400, 401, 404, 422, 503},
     ("GET", "/api/index/dead-letters"): {200, 400, 401, 422, 503},
     ("POST", "/api/index/dead-letters/requeue"): {200, 400, 401, 403, 413, 422, 503},
@@ -50,6 +50,8 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("DELETE", "/api/images/{image_id}"): {200, 400, 401, 403, 404, 413, 422},
     ("DELETE", "/api/collections/{name}"): {200, 400, 401, 403, 404, 413, 422},
     ("GET", "/api/duplicates"): {200, 400, 404, 422, 503},
+    ("POST", "/api/collections/{name}/reindex"): {202, 400, 401, 403, 404, 409, 413, 422, 503},
+    ("GET", "/api/collections/{name}/reindex"): {200, 400, 404, 422, 503},
 }
 
 
@@ -104,7 +106,7 @@ def test_the_422_is_ours_not_fastapis() -> None:
     assert "HTTPValidationError" not in schemas
     assert "ValidationError" not in schemas
     with_422 = [(m, p) for m, p, s, _ in _errors() if s == 422]
-    assert len(with_422) == 15
+    assert len(with_422) == 17
     for method, path, status, answer in _errors():
         if status == 422:
             schema = answer["content"]["application/json"]["schema"]

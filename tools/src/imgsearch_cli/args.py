@@ -13,7 +13,7 @@ from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.imaging import dotted_extensions
 from imgsearch_common.schemas import MAX_LIMIT, MAX_SEARCH_COLLECTIONS
 
-from . import duplicates
+from . import duplicates, reindex
 
 DEFAULT_API = "http://localhost:8000"
 
@@ -221,6 +221,7 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
 
     sub.add_parser("status", parents=[common], help="show index and queue counts")
     duplicates.add_parser(sub, common)
+    reindex.add_parser(sub, common)
 
     sub.add_parser(
         "collections",

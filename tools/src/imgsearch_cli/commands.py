@@ -36,6 +36,7 @@ from .format import (
     printable,
 )
 from .polling import follow_batch
+from .reindex import cmd_reindex
 from .watch import watch_folder
 
 EXIT_OK = 0
@@ -199,20 +200,6 @@ def cmd_requeue(client: ApiClient, args: argparse.Namespace, out: TextIO, err: T
     return EXIT_OK
 
 
-def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    folder = Path(args.dir).expanduser().resolve()
-    if not folder.is_dir():
-        raise CliError(f"{folder} is not a folder here: watch follows a folder on this machine")
-    request = FolderIndexRequest(
-        path=str(folder),
-        collection=args.collection,
-        extensions=args.extensions,
-        recursive=args.recursive,
-        sync=True,
-    )
-    return watch_folder(client, request, out, err, debounce_s=args.debounce)
-
-
 def cmd_collections(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(format_collections(client.collections().collections) + "\n")
     return EXIT_OK
@@ -264,6 +251,20 @@ def _counted(images: int, windows: int) -> str:
     )
 
 
+def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    folder = Path(args.dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a folder here: watch follows a folder on this machine")
+    request = FolderIndexRequest(
+        path=str(folder),
+        collection=args.collection,
+        extensions=args.extensions,
+        recursive=args.recursive,
+        sync=True,
+    )
+    return watch_folder(client, request, out, err, debounce_s=args.debounce)
+
+
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
     "status": cmd_status,
     "index": cmd_index,
@@ -274,4 +275,5 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], in
     "drop": cmd_drop,
     "watch": cmd_watch,
     "duplicates": cmd_duplicates,
+    "reindex": cmd_reindex,
 }

@@ -37,7 +37,8 @@ from .duplicates import DuplicatesService, duplicates_gate
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
-from .routes import duplicates, indexing, internal, library, pages, search
+from .reindex import Reindexer
+from .routes import duplicates, indexing, internal, library, pages, reindex, search
 from .search import SearchService, SearchTuning
 from .security import BodySizeLimit, install_exposure_guards
 from .settings import ApiSettings
@@ -102,6 +103,8 @@ def create_app(
             # Duplicate scans run on a thread of their own: searches keep the pool.
             scans = ThreadPoolExecutor(1, thread_name_prefix="api-duplicates")
             stack.callback(scans.shutdown, wait=False, cancel_futures=True)
+            reindexer = Reindexer(store, queue, redis)
+            stack.push_async_callback(reindexer.close)  # stopped before the store closes
             app.state.resources = AppState(
                 settings=settings,
                 redis=redis,
@@ -139,9 +142,11 @@ def create_app(
                     max_pixels=settings.max_image_pixels,
                     admission=duplicates_gate(settings),
                 ),
+                reindexer=reindexer,
             )
             try:
                 await queue.ensure_group()
+                await reindexer.resume()
             except Exception:
                 log.warning("redis not reachable at start-up; indexing endpoints will fail")
             if settings.watch_dirs:
@@ -173,6 +178,7 @@ def create_app(
     app.include_router(search.router)
     app.include_router(indexing.router)
     app.include_router(library.router)
+    app.include_router(reindex.router)
     app.include_router(duplicates.router)
     app.include_router(internal.router)
     app.include_router(pages.router)

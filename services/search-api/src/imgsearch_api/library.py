@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from imgsearch_common.catalog import collection_model
 from imgsearch_common.errors import CollectionNotFound, NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION, validate_collection
 from imgsearch_common.payloads import PARENT_ID
@@ -94,7 +95,10 @@ class Library:
         images, windows = await asyncio.gather(
             self.store.count(name, "full"), self.store.count(name, "window")
         )
-        return CollectionSummary(name=name, images=images, windows=windows, model=None)
+        model = await collection_model(self.store, name)
+        return CollectionSummary(
+            name=name, images=images, windows=windows, model=model.model_dump() if model else None
+        )
 
     async def delete_image(self, collection: str, image_id: str) -> ImageDeleted:
         """Take the image and its windows out of ``collection``; 404 when it holds neither

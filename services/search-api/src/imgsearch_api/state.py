@@ -16,6 +16,7 @@ from .duplicates import DuplicatesService
 from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
+from .reindex import Reindexer
 from .search import SearchService
 from .settings import ApiSettings
 from .text_removal import TextRemover
@@ -39,6 +40,8 @@ class AppState:
     metrics: ApiMetrics
     #: ``GET /api/duplicates`` (its own thread and admission).
     duplicates: DuplicatesService
+    #: Collections being moved to a new physical collection (``reindex.py``).
+    reindexer: Reindexer
 
 
 def get_state(request: Request) -> AppState:

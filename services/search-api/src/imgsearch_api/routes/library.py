@@ -37,7 +37,12 @@ async def delete_image(
     state: State, image_id: str, collection: str = DEFAULT_COLLECTION
 ) -> ImageDeleted:
     """Delete an image (its full point and its windows) from ``collection``."""
-    return await Library(state.store).delete_image(collection, image_id)
+    deleted = await Library(state.store).delete_image(collection, image_id)
+    # A reindex of the collection must not bring it back: out of its new collection too.
+    target = await state.reindexer.target(collection)
+    if target is not None:
+        await state.store.delete_image(target, deleted.id)
+    return deleted
 
 
 @router.delete(
@@ -48,4 +53,5 @@ async def delete_image(
 )
 async def drop_collection(state: State, name: str) -> CollectionDropped:
     """Delete a collection and everything in it."""
+    await state.reindexer.abandon(name, "the collection was dropped")
     return await Library(state.store).drop(name)

@@ -110,6 +110,11 @@ COLLECTION_MISSING = Answer(
 QUEUE_DOWN = Answer(
     503, "`upstream_unavailable`: the job queue (Redis) is unavailable", _RETRY_AFTER
 )
+MODEL_MISMATCH = Answer(
+    409,
+    "`model_mismatch`: another model filled the collection (the message names both; "
+    "`POST /api/collections/{name}/reindex` moves it to this one)",
+)
 #: An image the server decodes (an upload, a query, a fetched URL's body).
 IMAGE = (
     Answer(400, "`empty_input`: the image is empty"),
@@ -157,15 +162,19 @@ SEARCH_BY_IMAGE = declare(
     *WRITE,
     COLLECTION,
     COLLECTION_MISSING,
+    MODEL_MISMATCH,
     *IMAGE,
     Answer(400, "`empty_input`: the uploaded file is empty"),
     *SEARCH_BUSY,
 )
-SEARCH_BY_URL = declare(*WRITE, COLLECTION, COLLECTION_MISSING, *URL, *IMAGE, *SEARCH_BUSY)
+SEARCH_BY_URL = declare(
+    *WRITE, COLLECTION, COLLECTION_MISSING, MODEL_MISMATCH, *URL, *IMAGE, *SEARCH_BUSY
+)
 SEARCH_BY_TEXT = declare(
     *WRITE,
     COLLECTION,
     COLLECTION_MISSING,
+    MODEL_MISMATCH,
     Answer(400, "`empty_input`: the text is blank"),
     *SEARCH_BUSY,
 )
@@ -173,6 +182,7 @@ INDEX_FOLDER = declare(
     *INDEXING,
     *WRITE,
     COLLECTION,
+    MODEL_MISMATCH,
     Answer(
         400,
         "`bad_request`: the path is not absolute, the folder cannot be listed, or has no "
@@ -190,11 +200,12 @@ INDEX_UPLOAD = declare(
     *INDEXING,
     *WRITE,
     COLLECTION,
+    MODEL_MISMATCH,
     Answer(400, "`empty_input`: no file, or an empty one; `bad_request`: too many files"),
     *IMAGE,
     CPU_POOL_FULL,
 )
-INDEX_URL = declare(*INDEXING, *WRITE, COLLECTION, *URL, *IMAGE, CPU_POOL_FULL)
+INDEX_URL = declare(*INDEXING, *WRITE, COLLECTION, MODEL_MISMATCH, *URL, *IMAGE, CPU_POOL_FULL)
 BATCH_STATUS = declare(*INDEXING, VALIDATION, Answer(404, "`not_found`: no such batch"))
 DEAD_LETTERS = declare(*INDEXING, VALIDATION)
 REQUEUE = declare(*INDEXING, *WRITE)
@@ -217,6 +228,20 @@ DELETE_IMAGE = declare(
     *DELETION, COLLECTION_MISSING, Answer(404, "`not_found`: no such image in the collection")
 )
 DROP_COLLECTION = declare(*DELETION, COLLECTION_MISSING)
+REINDEX = declare(
+    *INDEXING,
+    *WRITE,
+    COLLECTION,
+    COLLECTION_MISSING,
+    Answer(409, "`reindex_running`: a reindex of the collection is running"),
+)
+REINDEX_STATUS = declare(
+    HOST,
+    COLLECTION,
+    VALIDATION,
+    QUEUE_DOWN,
+    Answer(404, "`not_found`: no reindex of the collection lately"),
+)
 DUPLICATES = declare(
     HOST,
     COLLECTION,

@@ -30,6 +30,7 @@ from imgsearch_common.vectorstore.base import VectorStore
 from ..admission import Gate
 from ..files import IndexedFiles
 from ..library import require_collections
+from ..model_check import refuse_other_models
 from .aggregation import Found, RankedImage, apply_rescores, merge_collections
 from .candidates import Candidates, CandidateSearch, QueryVectors
 from .query import ImageSearch, PreparedQuery, QueryPreparer, SearchScope
@@ -87,6 +88,8 @@ class SearchService:
         await require_collections(self.store, scope.collections)
         mode = request.mode(self.tuning)
         info = await self.encoder.info()
+        model = info.model_record()
+        await refuse_other_models(self.store, scope.collections, model)
         query = await asyncio.get_running_loop().run_in_executor(
             self.pool,
             self._preparer.prepare,
@@ -97,7 +100,7 @@ class SearchService:
             timings,
         )
         with timings.stage("encode"):
-            vectors = await self.encoder.embed_pixels(query.pixels)
+            vectors = await self.encoder.embed_pixels(query.pixels, model=model.fingerprint)
         # ``region`` is the public name of matching against the index's windows.
         scope = replace(scope, use_windows=scope.use_windows and mode in ("auto", "region"))
         return await self._search(
@@ -107,8 +110,10 @@ class SearchService:
     async def _by_text(self, text: str, scope: SearchScope) -> SearchResponse:
         timings = Timings()
         await require_collections(self.store, scope.collections)
+        model = (await self.encoder.info()).model_record()
+        await refuse_other_models(self.store, scope.collections, model)
         with timings.stage("encode"):
-            vector = (await self.encoder.embed_texts([text]))[0]
+            vector = (await self.encoder.embed_texts([text], model=model.fingerprint))[0]
         return await self._search(scope, QueryVectors(vector), timings)
 
     async def _search(
