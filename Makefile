@@ -9,7 +9,7 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             tools/pyproject.toml
 
 .PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu \
-        bench-incremental \
+        bench-incremental bench-duplicates \
         chaos load fuzz
 .DEFAULT_GOAL := help
 
@@ -18,6 +18,7 @@ help:
 	@echo "make test                      install on first use (system packages too, as root), lint, type-check, run every test"
 	@echo "make bench-quality | bench-throughput | bench-gpu   benchmarks (print a table, write JSON)"
 	@echo "make bench-incremental         re-queue of an unchanged folder, sync after changes (table + JSON)"
+	@echo "make bench-duplicates          precision/recall of each duplicates tier, and its cost (table + JSON)"
 	@echo "make chaos | load              fault campaign, load run (HARDENING.md; table + JSON)"
 	@echo "make fuzz  [FUZZ_EXAMPLES=500] schemathesis on every API operation, FUZZ_EXAMPLES cases each"
 	@echo "make lint | typecheck | clean"
@@ -61,6 +62,11 @@ bench-throughput: $(STAMP)
 # Queuing a folder again: first indexing vs unchanged re-queue vs sync after a few changes.
 bench-incremental: $(STAMP)
 	$(BIN)/python -m benchmarks.incremental --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# GET /api/duplicates on generated copies of real photos: precision and recall per tier,
+# time and memory per 1 000 images (benchmarks/README.md, "Duplicates").
+bench-duplicates: $(STAMP)
+	$(BIN)/python -m benchmarks.duplicates --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The fault campaign (SIGKILLs while indexing, then a reconciliation) and the load run
 # (concurrent searchers with and without indexing): see HARDENING.md.
