@@ -11,8 +11,8 @@ The steps, each safe to repeat (the coordinator may stop at any point and resume
 
 1. *filling*: one job per file of every image of the old collection, queued into the new one
    as a batch (its progress is the batch's);
-2. *catching up*: images written to the old collection while the batch ran (new files
-   queued meanwhile) are queued into the new one too, once, and followed;
+2. *catching up*: images written to the old collection since the reindex began (new files
+   queued meanwhile) that the new one lacks are queued into it too, once, and followed;
 3. *switching*: the alias moves; searches see the old or the new collection, never neither;
 4. the images that reached the old collection in the last moments before the switch are
    queued into the name (now the new collection), and the old collection is dropped.
@@ -209,7 +209,7 @@ class Reindexer:
             state = await self._state(name)
             if state is None or state.state == "failed":
                 return  # abandoned (the collection was dropped)
-            missing = await self._missing(state.source, state.target)
+            missing = await self._missing(state.source, state.target, state.started_at)
             batch_id = ""
             if missing:
                 batch_id, _ = await self.queue.create_batch(state.target, missing)
@@ -229,7 +229,7 @@ class Reindexer:
             log.info("collection %r now searches %s (was %s)", name, state.target, state.source)
             # What reached the old collection just before the switch goes to the name, which
             # is the new collection now; the jobs read the files, not the old collection.
-            late = await self._missing(state.source, state.target)
+            late = await self._missing(state.source, state.target, state.started_at)
             if late:
                 await self.queue.create_batch(name, late)
             await self.store.drop_collection(state.source)
@@ -257,13 +257,15 @@ class Reindexer:
                 payloads.append(payload)
         return job_items(payloads)
 
-    async def _missing(self, source: str, target: str) -> list[JobItem]:
-        """Job items of the images of ``source`` that ``target`` lacks (by image id)."""
+    async def _missing(self, source: str, target: str, since: float) -> list[JobItem]:
+        """Job items of the images written to ``source`` since ``since`` that ``target``
+        lacks (by image id). Older ones were in the first batch: if they are missing, their
+        files failed (gone from the disk), and queuing them again would only fail again."""
         have = {hit.id async for hit in iter_points(self.store, target, "full")}
         payloads = []
         async for hit in iter_points(self.store, source, "full"):
             payload = ImagePayload.read(hit.payload)
-            if hit.id not in have and payload is not None:
+            if hit.id not in have and payload is not None and payload.indexed_at >= since:
                 payloads.append(payload)
         return job_items(payloads)
 
