@@ -28,6 +28,7 @@ from PIL import Image
 from imgsearch_common.imaging import decode_image
 from imgsearch_common.windows import box_iou
 from imgsearch_devstack import wait_batch
+from tests.support.handoff import AUTH, UPSERT_URL, image_point
 from tests.support.images import jpeg_bytes, search_image
 from tests.support.inprocess import InProcessStack
 
@@ -107,6 +108,13 @@ def peak_growth(
 @pytest.fixture(scope="module")
 def client(inprocess: InProcessStack) -> Iterator[httpx.Client]:
     with inprocess.client(timeout=120) as c:
+        # EMPTY exists (a search of a collection that does not is 404) and holds nothing:
+        # one forged point written, then deleted.
+        point = image_point("99999999-0000-0000-0000-000000000001", "/nowhere/x.png", EMPTY)
+        body = {"collection": EMPTY, "full": [point], "windows": []}
+        assert c.post(UPSERT_URL, json=body, headers=AUTH).status_code == 200
+        deleted = c.delete(f"/api/images/{point['id']}", params={"collection": EMPTY})
+        assert deleted.status_code == 200, deleted.text
         yield c
 
 

@@ -82,8 +82,8 @@ async def test_write_endpoints_need_the_api_key(keyed: httpx.AsyncClient, photos
         f"/api/index/batches/{ok.json()['batch_id']}", headers={"Authorization": f"Bearer {KEY}"}
     )
     assert bearer.status_code == 200
-    # Searching stays open.
-    search = await keyed.post("/api/search/by-text", json={"text": "x", "collection": "keytest"})
+    # Searching stays open (the default collection: keytest exists once its batch is done).
+    search = await keyed.post("/api/search/by-text", json={"text": "x"})
     assert search.status_code == 200
 
 
@@ -186,7 +186,7 @@ async def test_by_url_follows_only_public_redirects(
     async for client in _client(app):
         ok = await client.post(
             "/api/search/by-url",
-            json={"url": "http://public.example/photo.jpg", "collection": "photos"},
+            json={"url": "http://public.example/photo.jpg"},
         )
         assert ok.status_code == 200, ok.text
         for path in ("/to-loopback", "/to-name"):

@@ -51,7 +51,7 @@ def test_hosts_and_origins_the_server_does_not_answer_to(stack: LocalStack) -> N
         port = stack.config.api_port
         ok = public.post(
             "/api/search/by-text",
-            json={"text": "x", "collection": "e2e-listeners"},
+            json={"text": "x"},
             headers={"Origin": f"http://localhost:{port}", "Sec-Fetch-Site": "same-origin"},
         )
         assert ok.status_code == 200, ok.text
