@@ -70,7 +70,9 @@ def test_short_campaign_loses_nothing_and_never_answers_500(tmp_path: Path) -> N
     assert searches["busy_without_retry_after"] == 0
     assert searches["server_errors"] == 0
     assert searches["by_status"].get("200", 0) > 0
-    # Everything but 200, 429 and 503 (with Retry-After) happened while the API was down.
+    # Everything but 200, 429 and 503 (with Retry-After) happened while the API was down; a
+    # 404 is collection_not_found before the first image was written (the violations say
+    # any other 404, and one after a search found the collection).
     for down, counts in report["searches_by_outage"].items():
-        others = set(counts) - {"200", "429", "503"}
+        others = set(counts) - {"200", "404", "429", "503"}
         assert not others or "search-api" in down, (down, counts)
