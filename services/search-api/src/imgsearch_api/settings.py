@@ -69,8 +69,11 @@ class ApiSettings(CommonSettings, VectorStoreSettings):
     #: query are looked at again: the query is located in each picture by pixel correlation
     #: (search/locate.py) and the box found is cut, encoded and scored (one encoder call for all).
     #: Costs about one crop and 30-80 ms of CPU per picture (a 2-core CPU: ~0.7 s per
-    #: query at 8; a GPU: milliseconds), and reads those pictures' files. 0 = off.
-    rescore_top_k: int = Field(default=8, ge=0, le=50)
+    #: query at 8; a GPU: milliseconds), and reads those pictures' files. 0 = off. 12: stage
+    #: one's recall@12 is its recall@16 for every partial family, and 12 lifted 5 % crops and
+    #: contains queries as much as 16 with no family lower than at 8 (benchmarks/README.md,
+    #: "Stage one's recall@K").
+    rescore_top_k: int = Field(default=12, ge=0, le=50)
     #: Extra re-scoring boxes: the query's shape centred on each picture's best window, at
     #: these fractions of the window's area (e.g. "1,0.5"). Empty: the located box only.
     rescore_fractions: Annotated[tuple[float, ...], NoDecode] = ()

@@ -25,7 +25,7 @@ class SearchTuning:
     #: How a picture's window scores become one score (``PARTIAL_RULE``).
     window_rule: WindowRule = "max"
     #: Pictures re-scored in stage two (0 = off).
-    rescore_top_k: int = 8
+    rescore_top_k: int = 12
     #: Boxes with the query's shape centred on the matched window, besides the located one
     #: (fractions of the window's area; empty: the located box only).
     rescore_fractions: tuple[float, ...] = ()
