@@ -112,14 +112,13 @@ async def claim_collection(
     collection's model is returned. ``model`` None: a writer from before fingerprints, not
     checked. Callers serialise the writes of one collection (``vectorstore.writes``), so
     two first writes cannot both record."""
-    stored = ModelRecord.of_record(await store.get_record(collection))
+    record = await store.get_record(collection)
+    stored = ModelRecord.of_record(record)
     if model is None:
         return stored
     check_model(collection, stored, model)
     if stored is None:
-        record = dict(await store.get_record(collection) or {})
-        record.update(model.record())
-        await store.put_record(collection, record)
+        await store.put_record(collection, {**(record or {}), **model.record()})
     return model
 
 
