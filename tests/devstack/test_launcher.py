@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imgsearch_devstack.__main__ import index_roots
-from imgsearch_devstack.preflight import NEEDS, SystemNeed, apt_command, check
+from imgsearch_devstack.preflight import NEEDS, SystemNeed, apt_command, check, chromium_path
 
 
 def test_index_roots_join_the_users_the_images_dir_and_the_uploads(tmp_path: Path) -> None:
@@ -60,5 +60,22 @@ def test_present_needs_say_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == ""
 
 
-def test_the_needs_of_today_are_the_optional_system_redis() -> None:
-    assert [(n.apt_packages, n.required) for n in NEEDS] == [(("redis-server",), False)]
+def test_the_needs_of_today_are_the_optional_system_redis_and_the_required_chromium() -> None:
+    assert [(n.apt_packages, n.required) for n in NEEDS] == [
+        (("redis-server",), False),
+        (("chromium",), True),
+    ]
+
+
+def test_the_chromium_need_looks_where_the_browser_tests_launch_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (need,) = [n for n in NEEDS if n.apt_packages == ("chromium",)]
+    browser = tmp_path / "chromium"
+    monkeypatch.setenv("CHROMIUM", str(browser))
+    assert chromium_path() == browser
+    assert not need.present()
+    browser.write_text("#!/bin/sh\n")
+    assert not need.present()  # not executable
+    browser.chmod(0o755)
+    assert need.present()

@@ -7,7 +7,7 @@ container); otherwise the exact command to run is printed and, for a required ne
 run stops at once (exit 2): no test is ever skipped silently because of it. An optional
 need that stays missing is reported with what the tests then do without it.
 
-Later needs (e.g. a browser for the page's tests) are one more entry in :data:`NEEDS`.
+A later need is one more entry in :data:`NEEDS`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .processes import bundled_redis, system_redis
 
@@ -34,6 +35,13 @@ class SystemNeed:
     required: bool = True
 
 
+def chromium_path() -> Path:
+    """The browser the page's tests drive: Debian's ``chromium`` (``$CHROMIUM`` to name
+    another build of Chromium). Playwright's own browser download is never used: it is
+    fetched from outside the package registries."""
+    return Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
+
+
 NEEDS: tuple[SystemNeed, ...] = (
     SystemNeed(
         name="redis-server (system, Redis 7)",
@@ -44,6 +52,14 @@ NEEDS: tuple[SystemNeed, ...] = (
             "compose files use); without it they run against the bundled Redis 6.2 only"
         ),
         required=False,
+    ),
+    SystemNeed(
+        name="chromium",
+        present=lambda: os.access(chromium_path(), os.X_OK),
+        apt_packages=("chromium",),
+        why="the page's tests (tests/browser) drive it through Playwright, as $CHROMIUM "
+        "or /usr/bin/chromium",
+        required=True,
     ),
 )
 
