@@ -97,6 +97,7 @@ def test_best_box_is_the_highest_scoring_box() -> None:
 
 
 def test_format_table_exact() -> None:
+    meta = _result().model_dump()["metadata"]
     results = [
         _result(),
         _result(
@@ -104,14 +105,14 @@ def test_format_table_exact() -> None:
             match_type="full",
             matched_regions=0,
             matched_boxes=[],
-            metadata={**_result().model_dump()["metadata"], "filename": "a-long-name.png"},
+            metadata={**meta, "filename": "a.png", "original_path": "/p/a.png"},
         ),
         _result(id="no-metadata", score=-0.01, metadata=None, match_type="full_and_partial"),
     ]
     assert format_table(results) == (
-        "#    score  match             regions  filename         best box\n"
-        "1   0.8543  partial_to_full         3  cat.jpg          160,80,480,400\n"
-        "2   0.5000  full                    0  a-long-name.png  -\n"
+        "#    score  match             regions  path             best box\n"
+        "1   0.8543  partial_to_full         3  /photos/cat.jpg  160,80,480,400\n"
+        "2   0.5000  full                    0  /p/a.png         -\n"
         "3  -0.0100  full_and_partial        3  no-metadata      160,80,480,400"
     )
 
@@ -309,7 +310,7 @@ def test_index_same_folder_twice_is_fine() -> None:
         (["index", "/a", "--batch-size", "0"], "must be at least 1"),
         (["search"], "exactly one of IMAGE, --text or --url"),
         (["search", "q.jpg", "--text", "cat"], "exactly one of IMAGE, --text or --url"),
-        (["search", "--text", "cat", "--remove-text"], "image queries only"),
+        (["search", "--text", "cat", "--remove-text"], "image and URL queries only"),
         (["search", "q.jpg", "--no-full", "--no-partial"], "nothing to match"),
         (["search", "q.jpg", "--limit", "0"], "between 1 and 100"),
         (["search", "q.jpg", "--limit", "101"], "between 1 and 100"),

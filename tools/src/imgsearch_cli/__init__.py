@@ -3,15 +3,16 @@
 Subcommands::
 
     imgsearch index DIR [--collection NAME] [--extensions .jpg .png ...] [--no-wait]
-    imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--json] ...
+    imgsearch batch ID [--no-wait]
+    imgsearch search IMAGE | --text "..." | --url URL [--limit N] [--match-mode M] [--json] ...
     imgsearch status
     imgsearch requeue [--reason R ...] [--limit N]
     imgsearch collections
     imgsearch delete ID [--collection NAME]
     imgsearch drop NAME [--yes]
 
-``imgsearch index`` replaces the original system's ``index_and_run.py --images-dir DIR
---batch-size N --extensions ...``: it asks the server to index a folder on the *server's*
+``imgsearch index`` is compatible with ``index_and_run.py --images-dir DIR --batch-size N
+--extensions ...``: it asks the server to index a folder on the *server's*
 disk (usually the same machine), then follows the batch with a progress bar until it is
 finished.
 
@@ -21,8 +22,8 @@ exactly), ``client`` (:class:`ApiClient`, thin HTTP), ``args`` (the command line
 subcommands) and ``__main__`` (``main``: ``python -m imgsearch_cli``).
 
 Exit codes: 0 success; 1 the batch finished but some files failed, or a drop was not
-confirmed; 2 usage, connection or server errors; 130 interrupted (the batch keeps running on
-the server).
+confirmed; 2 usage, connection or server errors; 130 interrupted (a batch being followed
+keeps running on the server: ``imgsearch batch ID`` follows it again).
 """
 
 from .args import DEFAULT_API, CliSettings, build_parser, normalise_extensions, parse_args
@@ -34,6 +35,7 @@ from .commands import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     ProgressPrinter,
+    cmd_batch,
     cmd_collections,
     cmd_delete,
     cmd_drop,
@@ -41,6 +43,8 @@ from .commands import (
     cmd_requeue,
     cmd_search,
     cmd_status,
+    follow,
+    index_folder,
 )
 from .format import (
     BAR_WIDTH,
@@ -48,13 +52,17 @@ from .format import (
     format_box,
     format_collections,
     format_duration,
+    format_interrupted,
     format_model,
     format_progress,
     format_search_footer,
     format_status,
     format_summary,
     format_table,
+    match_words,
     printable,
+    result_path,
+    short_path,
 )
 from .polling import MAX_POLL_FAILURES, POLL_INTERVAL_S, follow_batch
 
@@ -75,6 +83,7 @@ __all__ = [
     "ProgressPrinter",
     "best_box",
     "build_parser",
+    "cmd_batch",
     "cmd_collections",
     "cmd_delete",
     "cmd_drop",
@@ -82,17 +91,23 @@ __all__ = [
     "cmd_requeue",
     "cmd_search",
     "cmd_status",
+    "follow",
     "follow_batch",
     "format_box",
     "format_collections",
     "format_duration",
+    "format_interrupted",
     "format_model",
     "format_progress",
     "format_search_footer",
     "format_status",
     "format_summary",
     "format_table",
+    "index_folder",
+    "match_words",
     "normalise_extensions",
     "parse_args",
     "printable",
+    "result_path",
+    "short_path",
 ]

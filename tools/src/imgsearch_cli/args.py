@@ -4,6 +4,7 @@ cross-checks argparse cannot express. Usage errors exit with status 2."""
 from __future__ import annotations
 
 import argparse
+import typing
 from collections.abc import Sequence
 
 from pydantic import SecretStr
@@ -11,11 +12,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.imaging import dotted_extensions
-from imgsearch_common.schemas import MAX_LIMIT, MAX_SEARCH_COLLECTIONS
+from imgsearch_common.schemas import MAX_LIMIT, MAX_SEARCH_COLLECTIONS, MatchMode
 
 from . import duplicates, reindex
 
 DEFAULT_API = "http://localhost:8000"
+#: The API's ``SearchOptions.match_mode`` values, in the order ``--help`` lists them.
+MATCH_MODES: tuple[str, ...] = typing.get_args(MatchMode)
 
 
 class CliSettings(BaseSettings):
@@ -110,13 +113,18 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
             "Ask the server to index every image in a folder and show the progress until the "
             "batch is finished. DIR is a path on the server's disk; it is sent as an absolute "
             "path, so run this on the server's machine or give the server's path. "
-            "Replaces the original system's: index_and_run.py --images-dir DIR --batch-size N "
-            "--extensions .jpg .png .webp"
+            "Compatible with index_and_run.py: it takes the same --images-dir DIR, "
+            "--batch-size N (ignored: the server batches) and --extensions .jpg .png .webp. "
+            "Ctrl-C stops following the batch, not the batch: imgsearch batch ID follows it "
+            "again."
         ),
     )
     index.add_argument("dir", nargs="?", metavar="DIR", help="folder of images to index")
     index.add_argument(
-        "--images-dir", dest="images_dir", metavar="DIR", help="same as DIR (the original spelling)"
+        "--images-dir",
+        dest="images_dir",
+        metavar="DIR",
+        help="same as DIR (as index_and_run.py spells it)",
     )
     index.add_argument("--collection", default=DEFAULT_COLLECTION, help="default: %(default)s")
     index.add_argument(
@@ -130,7 +138,7 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
         type=_positive_int,
         metavar="N",
         help=(
-            "accepted for compatibility with the original system and ignored: batching is "
+            "accepted for compatibility with index_and_run.py and ignored: batching is "
             "automatic on the server (the encoder batches across requests)"
         ),
     )
@@ -151,6 +159,24 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
         action="store_true",
         help="also take out of the index the files under DIR that are gone, and follow "
         "those that moved (no re-encoding); unchanged files are skipped either way",
+    )
+
+    batch = sub.add_parser(
+        "batch",
+        parents=[common],
+        help="show an indexing batch's progress, and follow it until it is finished",
+        description=(
+            "Show the progress of the batch ID (as imgsearch index prints it) and follow it "
+            "until it is finished, then list its failed files with their reasons. Exit 1 "
+            "when files failed."
+        ),
+    )
+    batch.add_argument("batch_id", metavar="ID", help="the batch's id")
+    batch.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="print its state once, without following it",
     )
 
     watch = sub.add_parser(
@@ -217,6 +243,13 @@ def build_parser(settings: CliSettings | None = None) -> argparse.ArgumentParser
         "--remove-text", action="store_true", help="remove text overlays from the query image"
     )
     search.add_argument("--enhance", action="store_true", help="enhance the query image")
+    search.add_argument(
+        "--match-mode",
+        choices=MATCH_MODES,
+        help="image and URL queries: region (your image may be a part of an indexed one), "
+        "contains (an indexed image may appear inside yours) or auto (both; slower). "
+        "Default: the server's (DEFAULT_MATCH_MODE, region unless set)",
+    )
     search.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
     sub.add_parser("status", parents=[common], help="show index and queue counts")
@@ -295,8 +328,22 @@ def _check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("search: give exactly one of IMAGE, --text or --url")
     if not (args.full or args.partial):
         parser.error("search: --no-full and --no-partial leave nothing to match")
-    if args.text is not None and (args.remove_text or args.enhance):
-        parser.error("search: --remove-text and --enhance apply to image queries only")
+    if args.text is not None:
+        image_only = [
+            flag
+            for flag, given in (
+                ("--remove-text", args.remove_text),
+                ("--enhance", args.enhance),
+                ("--match-mode", args.match_mode is not None),
+            )
+            if given
+        ]
+        if image_only:
+            verb = "applies" if len(image_only) == 1 else "apply"
+            parser.error(
+                f"search: {' and '.join(image_only)} {verb} to image and URL queries only, "
+                "not to --text"
+            )
     if args.collections is not None:
         names = [n.strip() for value in args.collections for n in value.split(",") if n.strip()]
         if not names:

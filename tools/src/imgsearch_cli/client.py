@@ -36,11 +36,34 @@ M = TypeVar("M", bound=BaseModel)
 class CliError(Exception):
     """A failure the user can act on; printed as one line, never as a traceback."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: The server may answer differently soon (unreachable, 5xx): worth asking again.
         self.transient = transient
+        #: The server's error code (``collection_not_found``...), when it answered one.
+        self.code = code
+
+
+#: Error codes whose message says all the user needs, without the request in front: a
+#: mistyped collection is answered with the names of those that exist.
+PLAIN_CODES = frozenset({"collection_not_found"})
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's message alone (for :data:`PLAIN_CODES`), or the status line."""
+    try:
+        return printable(str(response.json()["error"]["message"]))
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code} {response.reason_phrase}"
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -119,14 +142,20 @@ class ApiClient:
             if delay is not None and attempt < MAX_ATTEMPTS:
                 self._sleep(delay)
                 continue
+            if response.status_code < 400:
+                return response
+            code = _error_code(response)
             if response.status_code == 401:
-                raise CliError(f"{_error_text(response)}; give the key with --api-key or API_KEY")
-            if response.status_code >= 400:
                 raise CliError(
-                    f"{method} {path} failed: {_error_text(response)}",
-                    transient=response.status_code >= 500,
+                    f"{_error_text(response)}; give the key with --api-key or API_KEY", code=code
                 )
-            return response
+            if code in PLAIN_CODES:
+                raise CliError(_error_message(response), code=code)
+            raise CliError(
+                f"{method} {path} failed: {_error_text(response)}",
+                transient=response.status_code >= 500,
+                code=code,
+            )
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -152,7 +181,8 @@ class ApiClient:
         return _validate(RequeueResult, data, "POST /api/index/dead-letters/requeue")
 
     def batch(self, batch_id: str) -> BatchStatus:
-        data = self.json("GET", f"/api/index/batches/{batch_id}")
+        # A path segment the user may type (imgsearch batch ID): quoted whole.
+        data = self.json("GET", f"/api/index/batches/{quote(batch_id, safe='')}")
         return _validate(BatchStatus, data, "GET /api/index/batches")
 
     def collections(self) -> CollectionsResponse:

@@ -1,6 +1,6 @@
-"""The subcommands (``status``, ``index``, ``search``, ``requeue``, ``collections``,
-``delete``, ``drop``): each takes the client, the parsed arguments and the two output
-streams, and returns the exit status."""
+"""The subcommands (``status``, ``index``, ``batch``, ``search``, ``requeue``,
+``collections``, ``delete``, ``drop``): each takes the client, the parsed arguments and
+the two output streams, and returns the exit status."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .client import ApiClient, CliError, _validate
 from .duplicates import cmd_duplicates
 from .format import (
     format_collections,
+    format_interrupted,
     format_progress,
     format_queued,
     format_search_footer,
@@ -88,8 +89,6 @@ def cmd_status(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
 
 def cmd_index(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     folder = Path(args.dir).expanduser().resolve()
-    if not folder.is_dir():
-        err.write(f"note: {folder} is not a folder here; sending it as a path on the server\n")
     request = FolderIndexRequest(
         path=str(folder),
         collection=args.collection,
@@ -97,35 +96,98 @@ def cmd_index(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Tex
         recursive=args.recursive,
         sync=args.sync,
     )
-    queued = client.index_folder(request)
-    out.write(format_queued(queued) + "\n")
-    out.flush()
-    if not args.wait:
-        return EXIT_OK
+    return index_folder(client, request, out, err, wait=args.wait)
 
+
+def index_folder(
+    client: ApiClient,
+    request: FolderIndexRequest,
+    out: TextIO,
+    err: TextIO,
+    *,
+    wait: bool = True,
+    fate: str | None = None,
+) -> int:
+    """Queue ``request``'s folder and, with ``wait``, follow its batch to the end (what
+    ``imgsearch index`` and ``make run IMAGES_DIR=`` do). ``fate``: what becomes of the
+    batch after a Ctrl-C, see :func:`format_interrupted`."""
+    here = Path(request.path).is_dir()
+    try:
+        queued = client.index_folder(request)
+    except CliError as exc:
+        if here or exc.transient:
+            raise
+        if exc.code == "not_found":
+            raise CliError(
+                f"no such folder: {request.path} (neither on this machine nor on the server "
+                f"at {client.base_url})",
+                code=exc.code,
+            ) from None
+        raise CliError(
+            f"{exc.message} (and {request.path} is not a folder on this machine)", code=exc.code
+        ) from None
+    try:
+        if not here:
+            # A remote server's own disk: the folder is there, not here.
+            err.write(f"note: {request.path} is not on this machine; the server has it\n")
+        out.write(format_queued(queued) + "\n")
+        out.flush()
+        if not wait:
+            return EXIT_OK
+        return follow(client, queued.batch_id, out, err, fate=fate)
+    except KeyboardInterrupt:  # queued, before the following began
+        err.write(format_interrupted(queued.batch_id, None, fate) + "\n")
+        return EXIT_INTERRUPTED
+
+
+def follow(
+    client: ApiClient, batch_id: str, out: TextIO, err: TextIO, *, fate: str | None = None
+) -> int:
+    """Show a batch's progress until it is finished, then its summary: exit 0, or 1 when
+    files failed. Ctrl-C stops the following (not the batch): one message that says so
+    (``fate``: what becomes of the batch instead, when the server stops too), exit 130."""
     progress = ProgressPrinter(err)
     started = time.monotonic()
+    last: BatchStatus | None = None
+    #: Files already processed when the following began (``imgsearch batch`` of a batch
+    #: half-way): the rate counts only those processed since.
+    before = 0
+
+    def show(status: BatchStatus) -> None:
+        nonlocal last, before
+        if last is None and not status.finished:
+            before = status.done + status.failed
+        last = status
+        line = format_progress(status, time.monotonic() - started, seen_before=before)
+        progress.show(line, final=status.finished)
+
     try:
-        status = _follow_batch(client, queued.batch_id, progress, started)
+        # A restarting server or a dropped connection (a transient CliError): keep
+        # watching for a while.
+        status = follow_batch(
+            lambda: client.batch(batch_id),
+            on_status=show,
+            transient=lambda exc: isinstance(exc, CliError) and exc.transient,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        err.write(format_interrupted(batch_id, last, fate) + "\n")
+        err.flush()
+        return EXIT_INTERRUPTED
     finally:
         progress.close()
-    out.write(format_summary(status, time.monotonic() - started) + "\n")
+    elapsed = time.monotonic() - started
+    out.write(format_summary(status, elapsed, seen_before=before) + "\n")
     return EXIT_SOME_FAILED if status.failed else EXIT_OK
 
 
-def _follow_batch(
-    client: ApiClient, batch_id: str, progress: ProgressPrinter, started: float
-) -> BatchStatus:
-    def show(status: BatchStatus) -> None:
-        progress.show(format_progress(status, time.monotonic() - started), final=status.finished)
-
-    # A restarting server or a dropped connection (a transient CliError): keep watching
-    # for a while.
-    return follow_batch(
-        lambda: client.batch(batch_id),
-        on_status=show,
-        transient=lambda exc: isinstance(exc, CliError) and exc.transient,
-    )
+def cmd_batch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A batch's state; unless ``--no-wait``, followed until it is finished."""
+    if args.wait:
+        return follow(client, args.batch_id, out, err)
+    status = client.batch(args.batch_id)
+    out.write(format_summary(status, None) + "\n")
+    return EXIT_SOME_FAILED if status.failed else EXIT_OK
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,6 +201,8 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
         options["collections"] = args.collections
     if args.min_score is not None:
         options["min_score"] = args.min_score
+    if args.match_mode is not None:  # image and URL queries only (args.py checks it)
+        options["match_mode"] = args.match_mode
     return options
 
 
@@ -177,7 +241,11 @@ def cmd_search(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
         out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return EXIT_OK
     result = _validate(SearchResponse, data, "search")
-    out.write(format_table(result.results, with_collection=bool(args.collections)) + "\n")
+    # The raw answer's kinds: a server from before ``kind`` sends none (nothing is
+    # derived then), whatever default the schema may give the field.
+    kinds = [item.get("kind") if isinstance(item, dict) else None for item in data["results"]]
+    table = format_table(result.results, with_collection=bool(args.collections), kinds=kinds)
+    out.write(table + "\n")
     out.write(format_search_footer(result) + "\n")
     return EXIT_OK
 
@@ -224,8 +292,12 @@ def cmd_drop(
     if not args.yes:
         listed = {c.name: c for c in client.collections().collections}
         if name not in listed:
-            known = ", ".join(printable(n) for n in listed) or "none"
-            raise CliError(f"no collection {printable(name)!r} (the collections: {known})")
+            # Worded as the API words its 404 collection_not_found (drop --yes gets that).
+            known = ", ".join(repr(printable(n)) for n in listed)
+            rest = f"the collections are: {known}" if known else "there are no collections yet"
+            raise CliError(
+                f"no collection {printable(name)!r}; {rest}", code="collection_not_found"
+            )
         c = listed[name]
         err.write(
             f"drop collection {printable(name)!r}: {_counted(c.images, c.windows)}? "
@@ -268,6 +340,7 @@ def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Tex
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, TextIO, TextIO], int]] = {
     "status": cmd_status,
     "index": cmd_index,
+    "batch": cmd_batch,
     "search": cmd_search,
     "requeue": cmd_requeue,
     "collections": cmd_collections,

@@ -59,22 +59,76 @@ def _render_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right
     return "\n".join([line(headers), *(line(row) for row in rows)])
 
 
-def format_table(results: Sequence[SearchResult], with_collection: bool = False) -> str:
-    """Search results as a plain-text table (rank, score, match, regions, file, best box;
-    ``with_collection``: the collection of each, after the file)."""
+#: Longest path the results table shows: longer ones keep their end (the file name whole).
+PATH_WIDTH = 48
+
+#: The API's ``kind`` of a result, in words.
+KIND_WORDS = {
+    "same": "same image",
+    "contains_query": "contains your query",
+    "in_query": "appears in your query",
+    "similar": "similar",
+}
+
+
+def short_path(path: str, width: int = PATH_WIDTH) -> str:
+    """``path`` in at most ``width`` characters by dropping leading folders (``.../b/c.jpg``);
+    the file name is always shown whole, however long."""
+    if len(path) <= width:
+        return path
+    parts = path.split("/")
+    tail = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + 1 + len(tail) + len(".../") > width:
+            break
+        tail = f"{part}/{tail}"
+    return f".../{tail}"
+
+
+def result_path(result: SearchResult, width: int = PATH_WIDTH) -> str:
+    """Where a result's image is: its ``original_path`` (shortened), ``(+N more)`` when
+    the same content is at other paths too; its id when the server sent no metadata."""
+    meta = result.metadata
+    if meta is None:
+        return result.id
+    paths = list(dict.fromkeys([p for p in (meta.original_path, *meta.paths) if p]))
+    if not paths:
+        return printable(meta.filename) or result.id
+    text = short_path(printable(paths[0]), width)
+    return text + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
+
+
+def match_words(result: SearchResult, kind: object = None) -> str:
+    """The API's ``kind`` in words when it sent one (a kind this client does not know is
+    shown as it came); without one, the ``match_type`` as the server gave it."""
+    if isinstance(kind, str) and kind:
+        return KIND_WORDS.get(kind, printable(kind))
+    return result.match_type
+
+
+def format_table(
+    results: Sequence[SearchResult],
+    with_collection: bool = False,
+    kinds: Sequence[object] | None = None,
+) -> str:
+    """Search results as a plain-text table (rank, score, match, regions, path, best box;
+    ``with_collection``: the collection of each, after the path). ``kinds``: each result's
+    ``kind`` as the server sent it (None where it sent none), the match column's words."""
     if not results:
         return "no results"
-    headers: tuple[str, ...] = ("#", "score", "match", "regions", "filename", "best box")
+    kinds = list(kinds) if kinds is not None else []
+    kinds += [None] * (len(results) - len(kinds))
+    headers: tuple[str, ...] = ("#", "score", "match", "regions", "path", "best box")
     rows: list[tuple[str, ...]] = [
         (
             str(rank),
             f"{r.score:.4f}",
-            r.match_type,
+            match_words(r, kind),
             str(r.matched_regions),
-            printable(r.metadata.filename) if r.metadata else r.id,
+            result_path(r),
             best_box(r),
         )
-        for rank, r in enumerate(results, start=1)
+        for rank, (r, kind) in enumerate(zip(results, kinds, strict=False), start=1)
     ]
     if with_collection:
         headers = (*headers[:5], "collection", headers[5])
@@ -115,18 +169,21 @@ def format_search_footer(response: SearchResponse) -> str:
     return text
 
 
-def format_progress(status: BatchStatus, elapsed: float, width: int = BAR_WIDTH) -> str:
+def format_progress(
+    status: BatchStatus, elapsed: float, width: int = BAR_WIDTH, seen_before: int = 0
+) -> str:
     """One progress line: bar, processed/total, percent, failures, rate and ETA.
 
     "Processed" counts done and failed files alike: both are finished work. The rate is
-    measured over ``elapsed`` seconds of watching, so it is the rate this client saw.
+    measured over ``elapsed`` seconds of watching, so it is the rate this client saw; a
+    batch joined half-way counts from the ``seen_before`` files processed when it was.
     """
     processed = status.done + status.failed
     total = status.total
     fraction = 1.0 if total <= 0 else min(processed / total, 1.0)
     filled = int(fraction * width)
     bar = "#" * filled + "-" * (width - filled)
-    rate = processed / elapsed if elapsed > 0 else 0.0
+    rate = _rate(processed - seen_before, elapsed)
     if status.finished:
         eta = "done"
     elif rate > 0:
@@ -135,6 +192,26 @@ def format_progress(status: BatchStatus, elapsed: float, width: int = BAR_WIDTH)
         eta = "ETA --:--"
     failed = f" ({status.failed} failed)" if status.failed else ""
     return f"[{bar}] {processed}/{total} {fraction * 100:5.1f}%{failed}  {rate:.1f} img/s  {eta}"
+
+
+def _rate(processed: int, elapsed: float) -> float:
+    return max(processed, 0) / elapsed if elapsed > 0 else 0.0
+
+
+def format_interrupted(batch_id: str, status: BatchStatus | None, fate: str | None = None) -> str:
+    """What Ctrl-C while following a batch leaves behind, in one message.
+
+    ``fate``: what becomes of the batch, when the server stops too (``make run``); None:
+    the server is not ours to stop, and the batch keeps running there.
+    """
+    where = ""
+    if status is not None:
+        where = f" ({status.done + status.failed} of {status.total} files processed)"
+    fate = fate or "keeps running on the server"
+    return (
+        f"Stopped waiting: batch {batch_id}{where} {fate}. "
+        f"Check it with: imgsearch batch {batch_id}"
+    )
 
 
 def format_counts(counts: SyncCounts) -> str:
@@ -153,15 +230,21 @@ def format_queued(queued: BatchQueued) -> str:
     )
 
 
-def format_summary(status: BatchStatus, elapsed: float) -> str:
-    """What a finished (or abandoned) batch did, then each failed file with its reason."""
-    processed = status.done + status.failed
-    rate = processed / elapsed if elapsed > 0 else 0.0
-    lines = [
+def format_summary(status: BatchStatus, elapsed: float | None, seen_before: int = 0) -> str:
+    """What a batch did, then each failed file with its reason. ``elapsed``: how long this
+    client watched it (with the rate since it had ``seen_before`` files processed); None:
+    it did not (a look at a batch, not a follow)."""
+    line = (
         f"batch {status.batch_id} ({printable(status.collection)}): "
         f"{status.done} indexed, {status.failed} failed, {status.pending} pending "
-        f"of {status.total} in {format_duration(elapsed)} ({rate:.1f} img/s)"
-    ]
+        f"of {status.total}"
+    )
+    if elapsed is not None:
+        rate = _rate(status.done + status.failed - seen_before, elapsed)
+        line += f" in {format_duration(elapsed)} ({rate:.1f} img/s)"
+    elif not status.finished:
+        line += " (running)"
+    lines = [line]
     if status.errors:
         lines.append("failed files:")
         lines.extend(

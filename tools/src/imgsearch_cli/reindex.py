@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from imgsearch_common.ids import DEFAULT_COLLECTION
 from imgsearch_common.schemas import ReindexStatus
@@ -56,7 +57,8 @@ def format_reindex(status: ReindexStatus) -> str:
 
 
 def cmd_reindex(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    path = f"/api/collections/{args.collection}/reindex"
+    # The name is a path segment: quoted whole, so it cannot name another route.
+    path = f"/api/collections/{quote(args.collection, safe='')}/reindex"
     data = client.json("GET" if args.status else "POST", path)
     status = _validate(ReindexStatus, data, path)
     if not (args.status or args.no_wait):
