@@ -1,11 +1,14 @@
 """``make run``'s and ``make test``'s small decisions: the API's ``INDEX_ROOTS`` under
-``make run``, and the preflight of ``make test`` (install as root, else the exact command;
-a missing required need stops the run, an optional one is reported)."""
+``make run``, an ``IMAGES_DIR`` that is no folder (stopped before anything starts), and the
+preflight of ``make test`` (install as root, else the exact command; a missing required
+need stops the run, an optional one is reported)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,30 @@ def test_the_chromium_need_looks_where_the_browser_tests_launch_it(
     assert not need.present()  # not executable
     browser.chmod(0o755)
     assert need.present()
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [("/does/not/exist", "no such folder"), ("Makefile", "a file, not a folder")],
+)
+def test_make_run_with_an_images_dir_that_is_no_folder_stops_before_starting(
+    given: str, problem: str, tmp_path: Path
+) -> None:
+    # The arguments `make run IMAGES_DIR=...` passes, from the repository's root.
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "imgsearch_devstack", "--images-dir", given],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    resolved = (root / given).resolve()
+    shown = given if given == str(resolved) else f"{given} ({resolved})"
+    assert done.stderr == f"error: IMAGES_DIR={shown}: {problem}; nothing was started\n"
+    assert done.stdout == ""
+    assert not (tmp_path / "data").exists()  # nothing was started

@@ -2,7 +2,10 @@
 and the workers locally, and keep them running.
 
 Reads the same environment variables as the services (README lists them).
-With ``--images-dir DIR`` it also queues that folder and shows the progress.
+With ``--images-dir DIR`` it also queues that folder and shows the progress (a folder that
+does not exist stops it before anything starts). Ctrl-C while it indexes stops the stack;
+the files not yet indexed stay queued in Redis (append-only, under DATA_DIR) and are indexed
+at the next start.
 A child that crashes is started again (capped exponential backoff, logged with its exit
 status and the end of its log). Ctrl-C or SIGTERM stops everything, workers first.
 """
@@ -15,12 +18,20 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from imgsearch_cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    ApiClient,
+    CliError,
+    CliSettings,
+    index_folder,
+)
+from imgsearch_common.schemas import FolderIndexRequest
 from imgsearch_common.settings import env_list
 
 from .stack import LocalStack, StackConfig
@@ -37,6 +48,38 @@ def index_roots(env: Mapping[str, str], data_dir: Path, images_dir: Path | None)
         roots.append(str(images_dir))
     roots.append(env.get("UPLOAD_DIR") or str(data_dir / "uploads"))
     return list(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in roots))
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be indexed, in words (None: it can be looked at)."""
+    if not folder.exists():
+        return "no such folder"
+    if not folder.is_dir():
+        return "a file, not a folder"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "a folder this user may not read (permission denied)"
+    return None
+
+
+def index_images(stack: LocalStack, images_dir: Path, collection: str) -> int:
+    """Queue ``images_dir`` and follow it (the CLI's ``index``); its exit status. An error
+    is one line, and the stack keeps running (the page can index another folder)."""
+    c = stack.config
+    if c.redis_url is None:
+        kept = f"in Redis's append-only file under {c.data_dir / 'redis'}"
+        resumes = "indexing resumes at the next `make run` with the same DATA_DIR"
+    else:
+        kept = "in the Redis at REDIS_URL"
+        resumes = "indexing resumes at the next `make run` if that Redis keeps its data"
+    fate = f"stops with the stack: the files not yet indexed stay queued {kept}, and {resumes}"
+    key = CliSettings().api_key
+    request = FolderIndexRequest(path=str(images_dir), collection=collection)
+    try:
+        with ApiClient(stack.api_url, api_key=key.get_secret_value() if key else None) as client:
+            return index_folder(client, request, sys.stdout, sys.stderr, fate=fate)
+    except CliError as exc:
+        print(f"error: indexing {images_dir}: {exc.message}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
 
 
 def _int_env(name: str, default: int) -> int:
@@ -64,8 +107,10 @@ def main() -> int:
     log.setLevel(logging.INFO)
 
     images_dir: Path | None = args.images_dir.expanduser().resolve() if args.images_dir else None
-    if images_dir is not None and not images_dir.is_dir():
-        print(f"error: IMAGES_DIR {images_dir} is not a folder", file=sys.stderr)
+    if images_dir is not None and (problem := folder_problem(images_dir)):
+        given = str(args.images_dir)
+        shown = given if given == str(images_dir) else f"{given} ({images_dir})"
+        print(f"error: IMAGES_DIR={shown}: {problem}; nothing was started", file=sys.stderr)
         return 2
     data_dir = Path(os.environ.get("DATA_DIR", "./data")).resolve()
     config = StackConfig(
@@ -89,6 +134,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"starting the stack (data and logs in {data_dir}) ...", flush=True)
+    interrupted = False  # Ctrl-C while the folder was being indexed
     try:
         stack.start()
         c = stack.config  # with the ports actually used
@@ -99,18 +145,16 @@ def main() -> int:
             "\n  A crashed service is restarted; Ctrl-C stops everything.\n",
             flush=True,
         )
-        if images_dir is not None:
-            cmd = [
-                sys.executable, "-m", "imgsearch_cli",
-                "--api", stack.api_url, "index", str(images_dir),
-                "--collection", args.collection,
-            ]  # fmt: skip
-            subprocess.run(cmd, check=False)  # noqa: S603 - our own CLI, fixed arguments
+        if images_dir is not None and index_images(stack, images_dir, args.collection) == (
+            EXIT_INTERRUPTED
+        ):
+            interrupted = True
+            raise KeyboardInterrupt
         while True:
             time.sleep(1.0)  # the supervisor's thread watches the children
     except KeyboardInterrupt:
         print("\nstopping (workers first) ...", flush=True)
-        return 0
+        return EXIT_INTERRUPTED if interrupted else 0
     except RuntimeError as exc:  # a port in use, a service that cannot start: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
