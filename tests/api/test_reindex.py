@@ -173,4 +173,11 @@ def test_a_reindex_switches_with_no_failed_search(
 def test_reindex_requests_are_checked(client: httpx.Client) -> None:
     assert client.post("/api/collections/no-such-one/reindex").status_code == 404
     assert client.post("/api/collections/bad.name/reindex").status_code in (400, 404)
-    assert client.get("/api/collections/never-reindexed/reindex").status_code == 404
+    missing = client.get("/api/collections/never-reindexed/reindex")
+    assert missing.status_code == 404
+    # A name that is no collection is said to be none (the message names those there are).
+    assert missing.json()["error"]["code"] == "collection_not_found"
+    assert "never-reindexed" in missing.json()["error"]["message"]
+    # A collection that exists but was never reindexed: no reindex to report.
+    never = client.get("/api/collections/default/reindex")
+    assert never.status_code == 404 and never.json()["error"]["code"] == "not_found"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from imgsearch_common.errors import NotFound
 from imgsearch_common.schemas import ReindexStatus
 
+from ..library import require_collections
 from ..security import require_api_key
 from ..state import AppState, get_state
 from . import openapi
@@ -40,5 +41,6 @@ async def reindex_status(state: State, name: str) -> ReindexStatus:
     """The collection's running or last reindex (kept a day after it ends)."""
     status = await state.reindexer.status(name)
     if status is None:
+        await require_collections(state.store, [name])  # a mistyped name says so
         raise NotFound(f"collection {name!r} has not been reindexed lately")
     return status
