@@ -9,7 +9,7 @@ PROJECTS := shared/pyproject.toml services/encoder/pyproject.toml \
             tools/pyproject.toml
 
 .PHONY: install run preflight test lint format typecheck clean bench-quality bench-throughput bench-gpu \
-        bench-incremental bench-duplicates \
+        bench-incremental bench-duplicates bench-thumbnails \
         chaos load fuzz
 .DEFAULT_GOAL := help
 
@@ -67,6 +67,10 @@ bench-incremental: $(STAMP)
 # time and memory per 1 000 images (benchmarks/README.md, "Duplicates").
 bench-duplicates: $(STAMP)
 	$(BIN)/python -m benchmarks.duplicates --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# GET /api/image/{id}/thumbnail of 4096 x 4096 pictures: first (uncached), cached, 304; bytes.
+bench-thumbnails: $(STAMP)
+	$(BIN)/python -m benchmarks.thumbnails --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The fault campaign (SIGKILLs while indexing, then a reconciliation) and the load run
 # (concurrent searchers with and without indexing): see HARDENING.md.

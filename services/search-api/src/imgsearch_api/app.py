@@ -38,12 +38,13 @@ from .files import IndexedFiles
 from .indexing import IndexingService
 from .metrics import ApiMetrics
 from .reindex import Reindexer
-from .routes import duplicates, indexing, internal, library, pages, reindex, search
+from .routes import duplicates, indexing, internal, library, media, pages, reindex, search
 from .search import SearchService, SearchTuning
 from .security import BodySizeLimit, install_exposure_guards
 from .settings import ApiSettings
 from .state import AppState
 from .text_removal import TextRemover
+from .thumbnails import Thumbnails
 from .url_fetch import Resolver, SafeFetcher
 from .watch import FolderWatcher
 
@@ -167,9 +168,14 @@ def create_app(
         description="Semantic image search: full and partial matching with CLIP and Qdrant.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by routes/media.py from an installed package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
+    app.state.thumbnails = Thumbnails.from_settings(settings)
+    app.state.assets = media.Assets.load()
     install_error_handlers(app)
     # Redis down: the queue's endpoints answer 503 + Retry-After; searches go on.
     install_unavailable_handler(
@@ -182,6 +188,7 @@ def create_app(
     app.include_router(duplicates.router)
     app.include_router(internal.router)
     app.include_router(pages.router)
+    app.include_router(media.router)
 
     @app.middleware("http")
     async def observe(

@@ -15,6 +15,7 @@ from ..library import Library
 from ..security import require_api_key
 from ..state import AppState, get_state
 from . import openapi
+from .media import ThumbnailsDep
 
 router = APIRouter(tags=["library"])
 State = Annotated[AppState, Depends(get_state)]
@@ -34,7 +35,7 @@ async def collections(state: State) -> CollectionsResponse:
     dependencies=KeyRequired,
 )
 async def delete_image(
-    state: State, image_id: str, collection: str = DEFAULT_COLLECTION
+    state: State, thumbnails: ThumbnailsDep, image_id: str, collection: str = DEFAULT_COLLECTION
 ) -> ImageDeleted:
     """Delete an image (its full point and its windows) from ``collection``."""
     deleted = await Library(state.store).delete_image(collection, image_id)
@@ -42,6 +43,7 @@ async def delete_image(
     target = await state.reindexer.target(collection)
     if target is not None:
         await state.store.delete_image(target, deleted.id)
+    await thumbnails.forget(deleted.id)
     return deleted
 
 

@@ -37,6 +37,8 @@ IMAGE_CHUNK_BYTES = 256 * 1024
 MAX_NAME_MATCHES = 1000
 #: Longest name ``GET /images/{filename}`` looks up (longer: 404 without a lookup).
 MAX_NAME_CHARS = 4096
+#: A browser takes the type it is sent (an uploaded file is never sniffed into a page).
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 #: The image routes' success, as the OpenAPI schema states it.
 _IMAGE_SENT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {}}, "description": "the image file"}
@@ -55,7 +57,7 @@ _IMAGE_NAME_ROUTE: dict[str, Any] = {
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
     html = resources.files("imgsearch_api").joinpath("static/index.html").read_text("utf-8")
-    return HTMLResponse(html)
+    return HTMLResponse(html, headers=NOSNIFF)
 
 
 @router.get("/health", tags=["ops"], response_model=HealthResponse, responses=openapi.HEALTH)
@@ -143,6 +145,13 @@ async def image(
 ) -> StreamingResponse:
     """The original file of an indexed image, if it is a regular file under ``INDEX_ROOTS``
     or the upload folder (``imgsearch_api.files``); else 404."""
+    return _send(await indexed_file(state, image_id, collection))
+
+
+async def indexed_file(state: AppState, image_id: str, collection: str) -> OpenedFile:
+    """The file of the image ``image_id`` of ``collection``, opened, if the serving rule
+    lets it be read (``imgsearch_api.files``); 404 ``not_found`` when there is no such image
+    or its file is not served, ``collection_not_found`` when there is no such collection."""
     await require_collections(state.store, [collection])
     try:
         uuid.UUID(image_id)
@@ -155,7 +164,7 @@ async def image(
     opened = await asyncio.to_thread(state.files.open, payload.file_path)
     if opened is None:
         raise NotFound("the image file is not available")
-    return _send(opened)
+    return opened
 
 
 FileName = Annotated[
@@ -236,7 +245,7 @@ def _send(opened: OpenedFile) -> StreamingResponse:
     return StreamingResponse(
         _chunks(opened.file, size),
         media_type=media_type,
-        headers={"Content-Length": str(size)},
+        headers={"Content-Length": str(size), **NOSNIFF},
     )
 
 
