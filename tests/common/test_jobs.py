@@ -237,3 +237,41 @@ async def test_concurrent_requeues_move_each_dead_letter_once(queue: JobQueue) -
     entries = await queue.read("w", count=100, block_ms=100)
     assert sorted(d.job.path for d in entries) == sorted(f"/{i}.jpg" for i in range(20))
     assert (await queue.depth())["dead_letters"] == 0
+
+
+async def test_requeue_of_one_batch_moves_only_its_dead_letters(queue: JobQueue) -> None:
+    await _dead_letter(queue, "cats", "/other-1.jpg", "retries_exhausted")
+    items = [(f"/ours-{i}.jpg", "folder", f"ours-{i}.jpg") for i in range(3)]
+    ours, _ = await queue.create_batch("cats", items, label="/photos/ours")
+    for d in await queue.read("w", count=3, block_ms=100):
+        await queue.fail(d, "corrupt_image" if d.job.path == "/ours-2.jpg" else "missing_file", "x")
+    await _dead_letter(queue, "dogs", "/other-2.jpg", "retries_exhausted")
+
+    # Reasons and limit still apply within the batch.
+    one = await queue.requeue(reasons=["missing_file"], limit=1, batch_id=ours)
+    assert one.requeued == 1
+    rest = await queue.requeue(batch_id=ours)
+    assert rest.requeued == 2
+    moved = await queue.read("w", count=10, block_ms=100)
+    assert sorted(d.job.path for d in moved) == ["/ours-0.jpg", "/ours-1.jpg", "/ours-2.jpg"]
+    # The other batches' dead letters stay, in their order.
+    left = [x["job"]["path"] for x in await queue.dead_letters()]
+    assert left == ["/other-1.jpg", "/other-2.jpg"]
+    (batch,) = rest.batches
+    status = await queue.batch_status(batch.batch_id)
+    assert status is not None and status.label == "failed files of /photos/ours, re-queued"
+    # The old batch keeps counting them as failed.
+    old = await queue.batch_status(ours)
+    assert old is not None and (old.failed, old.finished) == (3, True)
+    # Nothing left of that batch: nothing moves, no batch is made.
+    again = await queue.requeue(batch_id=ours)
+    assert (again.requeued, again.batches) == (0, [])
+    assert (await queue.requeue(batch_id="0" * 32)).requeued == 0
+
+
+@pytest.mark.parametrize("junk", ["", "../x", "a" * 65, "batch id", "*"])
+async def test_requeue_refuses_a_batch_id_of_the_wrong_shape(queue: JobQueue, junk: str) -> None:
+    await _dead_letter(queue, "cats", "/c1.jpg", "retries_exhausted")
+    with pytest.raises(ValueError):
+        await queue.requeue(batch_id=junk)
+    assert (await queue.depth())["dead_letters"] == 1

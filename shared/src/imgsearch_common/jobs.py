@@ -14,8 +14,13 @@ Keys (prefix ``imgsearch:``):
 - ``delayed``            sorted set of jobs waiting for a retry (score = due time)
 - ``dead``               list of dead letters (JSON: job, reason, message, time), oldest
                          first; :meth:`JobQueue.requeue` moves them back onto the stream
-- ``batch:<id>``         hash: collection, total, created_at, and what queuing a folder
-                         found (``new``, ``changed``, ``unchanged``, ``moved``, ``removed``)
+- ``batch:<id>``         hash: collection, label, total, created_at, and what queuing a
+                         folder found (``new``, ``changed``, ``unchanged``, ``moved``,
+                         ``removed``)
+- ``batches``            sorted set of the recent batch ids (score = created_at), written
+                         with each batch's hash in one transaction, cut to the newest
+                         ``MAX_RECENT_BATCHES``; ids whose hash has expired are dropped
+                         when it is read (:meth:`JobQueue.recent_batches`)
 - ``batch:<id>:done``    set of job ids done;  ``:failed`` set of job ids failed
 - ``batch:<id>:errors``  list of JSON errors (capped)
 
@@ -43,7 +48,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .schemas import BatchError, BatchQueued, BatchStatus, RequeueResult, SyncCounts
+from .schemas import (
+    BATCH_ID_PATTERN,
+    BatchError,
+    BatchQueued,
+    BatchStatus,
+    RequeueResult,
+    SyncCounts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +72,15 @@ MALFORMED = "malformed_job"
 #: A malformed entry's raw fields are kept for a look, within these bounds.
 MAX_RAW_FIELDS = 20
 MAX_RAW_CHARS = 200
-_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_BATCH_ID_RE = re.compile(BATCH_ID_PATTERN)
+#: The recent batches ``GET /api/index/batches`` can list: the newest this many.
+RECENT = PREFIX + "batches"
+MAX_RECENT_BATCHES = 100
+#: A batch's label (what was queued) is cut to this many characters.
+MAX_LABEL_CHARS = 300
+#: Errors each batch of a listing carries (``GET /api/index/batches/{id}`` gives up to
+#: ``MAX_BATCH_ERRORS``): a list of 100 batches stays small.
+MAX_LISTED_ERRORS = 20
 
 # Moves due retries from the delayed set back onto the stream, atomically.
 _PROMOTE_LUA = """
@@ -78,18 +98,21 @@ return #due
 
 # Moves dead letters back onto the stream, atomically: a crash (of the caller, or of
 # Redis before the AOF has it) requeues all of them or none, and a dead letter taken by
-# one requeue is gone for a concurrent one. The matching letters, oldest first, up to the
-# limit, are replaced by a tombstone and the tombstones removed in one LREM (O(N), not one
-# LREM per letter). Each job keeps its id and starts afresh (no attempts, no failure
-# record) in a new batch per collection, whose id derives from this call's token.
-# KEYS: dead list, stream. ARGV: token, limit (0 = all), now, batch TTL, batch key prefix,
-# malformed reason, then the wanted reasons (none = every reason).
+# one requeue is gone for a concurrent one. The matching letters (of one batch, when one
+# is named), oldest first, up to the limit, are replaced by a tombstone and the tombstones
+# removed in one LREM (O(N), not one LREM per letter). Each job keeps its id and starts
+# afresh (no attempts, no failure record) in a new batch per collection, whose id derives
+# from this call's token; the new batches join the recent ones (``RECENT``).
+# KEYS: dead list, stream, recent batches. ARGV: token, limit (0 = all), now, batch TTL,
+# batch key prefix, malformed reason, batch id ('' = any), label, most recent batches
+# kept, then the wanted reasons (none = every reason).
 _REQUEUE_LUA = """
 local raws = redis.call('LRANGE', KEYS[1], 0, -1)
 local limit = tonumber(ARGV[2])
-local any = #ARGV < 7
+local from = ARGV[7]
+local any = #ARGV < 10
 local wanted = {}
-for i = 7, #ARGV do wanted[ARGV[i]] = true end
+for i = 10, #ARGV do wanted[ARGV[i]] = true end
 local tomb = 'requeued:' .. ARGV[1]
 local moved, batches, order = 0, {}, {}
 for i, raw in ipairs(raws) do
@@ -97,7 +120,8 @@ for i, raw in ipairs(raws) do
   local ok, entry = pcall(cjson.decode, raw)
   if ok and type(entry) == 'table' and type(entry.job) == 'table'
       and type(entry.reason) == 'string' and entry.reason ~= ARGV[6]
-      and (any or wanted[entry.reason]) then
+      and (any or wanted[entry.reason])
+      and (from == '' or entry.job.batch_id == from) then
     local job = entry.job
     local collection = job.collection
     if type(collection) == 'string' and collection ~= '' and type(job.job_id) == 'string'
@@ -129,11 +153,17 @@ local out = {moved}
 for _, collection in ipairs(order) do
   local batch = batches[collection]
   local key = ARGV[5] .. batch.id
-  redis.call('HSET', key, 'collection', collection, 'total', batch.count, 'created_at', ARGV[3])
+  redis.call('HSET', key, 'collection', collection, 'total', batch.count, 'created_at', ARGV[3],
+    'label', ARGV[8])
   redis.call('EXPIRE', key, tonumber(ARGV[4]))
+  redis.call('ZADD', KEYS[3], ARGV[3], batch.id)
   table.insert(out, collection)
   table.insert(out, batch.id)
   table.insert(out, batch.count)
+end
+if #order > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[9]))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 end
 return out
 """
@@ -141,6 +171,17 @@ return out
 
 def _batch_key(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}"
+
+
+def is_batch_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a batch id (``BATCH_ID_PATTERN``)."""
+    return bool(_BATCH_ID_RE.match(value))
+
+
+def batch_label(label: str) -> str:
+    """``label`` on one line, cut to ``MAX_LABEL_CHARS`` (an ellipsis says it was)."""
+    line = " ".join(label.split())
+    return line if len(line) <= MAX_LABEL_CHARS else line[: MAX_LABEL_CHARS - 1] + "…"
 
 
 class MalformedJob(ValueError):
@@ -219,6 +260,40 @@ def _raw_fields(fields: dict[Any, Any]) -> dict[str, str]:
     return raw
 
 
+def _ask_status(pipe: Any, batch_id: str, max_errors: int) -> None:
+    """Queue on ``pipe`` the four reads :func:`_status` takes."""
+    key = _batch_key(batch_id)
+    pipe.hgetall(key)
+    pipe.scard(key + ":done")
+    pipe.scard(key + ":failed")
+    pipe.lrange(key + ":errors", 0, max_errors - 1)
+
+
+def _status(
+    batch_id: str, meta: dict[Any, Any], done: int, failed: int, errors: list[Any]
+) -> BatchStatus | None:
+    """A batch's status from its hash, counts and errors (None: no such batch)."""
+    if not meta:
+        return None
+    meta = {_s(k): _s(v) for k, v in meta.items()}
+    total = int(meta.get("total", 0))
+    pending = max(0, total - done - failed)
+    found = {name: int(meta.get(name, 0)) for name in SyncCounts.model_fields}
+    return BatchStatus(
+        **found,
+        batch_id=batch_id,
+        collection=meta.get("collection", ""),
+        label=meta.get("label", ""),
+        total=total,
+        done=done,
+        failed=failed,
+        pending=pending,
+        finished=pending == 0 and "queuing" not in meta,
+        created_at=float(meta.get("created_at", 0.0)),
+        errors=[BatchError(**json.loads(e)) for e in errors],
+    )
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A job as delivered to a consumer; ``deliveries`` counts claims of this entry."""
@@ -252,27 +327,37 @@ class JobQueue:
         *,
         chunk: int = 500,
         counts: SyncCounts | None = None,
+        label: str = "",
     ) -> tuple[str, int]:
         """Queue one job per ``(path, source, name)``; returns ``(batch_id, count)``.
 
         The batch hash is written first with total 0 and grows as chunks are queued,
         so a batch that is still being queued never looks finished. ``counts``: what
-        queuing a folder found, reported with the batch's status. No items: a batch that
-        is finished at once.
+        queuing a folder found, reported with the batch's status. ``label``: what was
+        queued, in the caller's words (a folder, "3 uploaded files", a URL). No items: a
+        batch that is finished at once. The batch joins the recent ones (``RECENT``) in
+        the transaction that writes its hash.
         """
         batch_id = uuid.uuid4().hex
         key = _batch_key(batch_id)
         await self.ensure_group()
+        now = time.time()
         meta: dict[str, str | int | float] = {
             "collection": collection,
+            "label": batch_label(label),
             "total": 0,
-            "created_at": time.time(),
+            "created_at": now,
             "queuing": 1,
         }
         if counts is not None:
             meta.update(counts.model_dump())
-        await self.redis.hset(key, mapping=meta)  # type: ignore[arg-type]
-        await self.redis.expire(key, BATCH_TTL_S)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=meta)  # type: ignore[arg-type]
+            pipe.expire(key, BATCH_TTL_S)
+            pipe.zadd(RECENT, {batch_id: now})
+            pipe.zremrangebyrank(RECENT, 0, -1 - MAX_RECENT_BATCHES)
+            pipe.expire(RECENT, BATCH_TTL_S)
+            await pipe.execute()
         count = 0
         pending: list[Job] = []
         for path, source, name in items:
@@ -294,31 +379,37 @@ class JobQueue:
         return len(jobs)
 
     async def batch_status(self, batch_id: str) -> BatchStatus | None:
-        key = _batch_key(batch_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(key)
-            pipe.scard(key + ":done")
-            pipe.scard(key + ":failed")
-            pipe.lrange(key + ":errors", 0, MAX_BATCH_ERRORS - 1)
-            meta, done, failed, errors = await pipe.execute()
-        if not meta:
-            return None
-        meta = {_s(k): _s(v) for k, v in meta.items()}
-        total = int(meta.get("total", 0))
-        pending = max(0, total - done - failed)
-        found = {name: int(meta.get(name, 0)) for name in SyncCounts.model_fields}
-        return BatchStatus(
-            **found,
-            batch_id=batch_id,
-            collection=meta.get("collection", ""),
-            total=total,
-            done=done,
-            failed=failed,
-            pending=pending,
-            finished=pending == 0 and "queuing" not in meta,
-            created_at=float(meta.get("created_at", 0.0)),
-            errors=[BatchError(**json.loads(e)) for e in errors],
-        )
+            _ask_status(pipe, batch_id, MAX_BATCH_ERRORS)
+            answers = await pipe.execute()
+        return _status(batch_id, *answers)
+
+    async def recent_batches(self, limit: int = 20) -> list[BatchStatus]:
+        """The newest ``limit`` batches still known (at most ``MAX_RECENT_BATCHES``),
+        newest first, each with at most ``MAX_LISTED_ERRORS`` errors. Ids whose batch
+        has expired are dropped from the list here."""
+        if not 1 <= limit <= MAX_RECENT_BATCHES:
+            raise ValueError(f"limit must be 1..{MAX_RECENT_BATCHES}")
+        # Anything older than a batch lives is gone: its hash expired with it.
+        await self.redis.zremrangebyscore(RECENT, "-inf", f"({time.time() - BATCH_TTL_S}")
+        ids = [_s(x) for x in await self.redis.zrevrange(RECENT, 0, limit - 1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                _ask_status(pipe, batch_id, MAX_LISTED_ERRORS)
+            answers = await pipe.execute()
+        out: list[BatchStatus] = []
+        gone: list[str] = []
+        for i, batch_id in enumerate(ids):
+            status = _status(batch_id, *answers[4 * i : 4 * i + 4])
+            if status is None:
+                gone.append(batch_id)
+            else:
+                out.append(status)
+        if gone:
+            await self.redis.zrem(RECENT, *gone)
+        return out
 
     async def depth(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -337,11 +428,16 @@ class JobQueue:
         return [json.loads(x) for x in raw]
 
     async def requeue(
-        self, reasons: Sequence[str] | None = None, limit: int | None = None
+        self,
+        reasons: Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        batch_id: str | None = None,
     ) -> RequeueResult:
         """Move dead letters back onto the stream (atomically, see ``_REQUEUE_LUA``): those
-        with one of ``reasons`` (None: any), oldest first, at most ``limit`` (None: all).
-        ``malformed_job`` letters stay: they are not jobs.
+        with one of ``reasons`` (None: any), of the batch ``batch_id`` (None: of any),
+        oldest first, at most ``limit`` (None: all). ``malformed_job`` letters stay: they
+        are not jobs. A ``batch_id`` that is no batch id's shape: ValueError.
 
         Every job is requeued, whether its file still exists or not: the workers are the
         ones that read files (the caller may not even see them), and a job whose file is
@@ -349,11 +445,15 @@ class JobQueue:
         batches, one per collection (a batch has one), so their progress can be followed;
         their old batches are finished and keep counting them as failed.
         """
+        if batch_id is not None and not is_batch_id(batch_id):
+            raise ValueError("not a batch id")
         await self.ensure_group()
+        label = await self._requeue_label(batch_id, reasons)
         token = uuid.uuid4().hex
         args: list[str | int | float] = [token, limit or 0, time.time(), BATCH_TTL_S]
-        args += [_batch_key(""), MALFORMED, *(reasons or ())]
-        answer: list[Any] = await self._requeue(keys=[DEAD, self.stream], args=args)
+        args += [_batch_key(""), MALFORMED, batch_id or "", label, MAX_RECENT_BATCHES]
+        args += list(reasons or ())
+        answer: list[Any] = await self._requeue(keys=[DEAD, self.stream, RECENT], args=args)
         moved, rest = int(answer[0]), answer[1:]
         batches = [
             BatchQueued(batch_id=_s(rest[i + 1]), queued=int(rest[i + 2]), collection=_s(rest[i]))
@@ -362,6 +462,15 @@ class JobQueue:
         if moved:
             log.info("requeued %d dead letter(s) in %d batch(es)", moved, len(batches))
         return RequeueResult(requeued=moved, batches=batches)
+
+    async def _requeue_label(self, batch_id: str | None, reasons: Sequence[str] | None) -> str:
+        """The label of a requeue's batches: which failed files went back."""
+        why = f" ({', '.join(reasons)})" if reasons else ""
+        if batch_id is None:
+            return batch_label(f"dead letters re-queued{why}")
+        was = await self.redis.hget(_batch_key(batch_id), "label")
+        of = _s(was) if was else f"batch {batch_id}"
+        return batch_label(f"failed files of {of}, re-queued{why}")
 
     # --- consumer side ----------------------------------------------------------------
 

@@ -15,6 +15,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from .ids import DEFAULT_COLLECTION
 
+#: What a batch id looks like (ours are 32 hex digits); anything else names no batch.
+BATCH_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+
 MAX_LIMIT = 100
 #: Most collections one search names (``collections``).
 MAX_SEARCH_COLLECTIONS = 16
@@ -221,6 +224,10 @@ class BatchError(BaseModel):
 class BatchStatus(SyncCounts):
     batch_id: str
     collection: str
+    #: What was queued, as it was asked for: the folder's path (``(sync)`` after it when
+    #: the folder was synced), ``"3 uploaded files"`` or the one file's name, the URL; the
+    #: re-queued dead letters; "" for batches from before labels (or of a reindex).
+    label: str = ""
     total: int
     done: int
     failed: int
@@ -228,6 +235,13 @@ class BatchStatus(SyncCounts):
     finished: bool
     created_at: float
     errors: list[BatchError] = Field(default_factory=list)
+
+
+class BatchList(BaseModel):
+    """``GET /api/index/batches``: the recent batches still known, newest first (each
+    with its first errors only: ``GET /api/index/batches/{batch_id}`` gives more)."""
+
+    batches: list[BatchStatus]
 
 
 #: A dead letter's reason as the queue writes it (``retries_exhausted``, ``missing_file``).
@@ -243,6 +257,9 @@ class RequeueRequest(BaseModel):
     reasons: list[DeadLetterReason] | None = Field(default=None, min_length=1, max_length=50)
     #: At most the dead-letter list's length (``MAX_DEAD_LETTERS`` in ``jobs``).
     limit: int | None = Field(default=None, ge=1, le=10_000)
+    #: Only the dead letters of this batch (the failed files of ``GET
+    #: /api/index/batches/{batch_id}``); unset: of any batch.
+    batch_id: str | None = Field(default=None, pattern=BATCH_ID_PATTERN)
 
 
 class RequeueResult(BaseModel):

@@ -287,7 +287,10 @@ class IndexingService:
             removed=removed,
         )
         items = [(f.path, "folder", f.name) for f in (*new, *plan.changed)]
-        batch_id, count = await self.queue.create_batch(collection, items, counts=counts)
+        label = f"{request.path} (sync)" if request.sync else request.path
+        batch_id, count = await self.queue.create_batch(
+            collection, items, counts=counts, label=label
+        )
         if moves or removed:
             log.info("%s: %d moved, %d removed from %s", collection, len(moves), removed, root)
         return BatchQueued(
@@ -347,14 +350,17 @@ class IndexingService:
                 exc.message = f"{name}: {exc.message}"
                 raise
             items.append((path, "upload", name))
-        batch_id, count = await self.queue.create_batch(collection, items)
+        label = files[0][0] if len(files) == 1 else f"{len(files)} uploaded files"
+        batch_id, count = await self.queue.create_batch(collection, items, label=label)
         return BatchQueued(batch_id=batch_id, queued=count, collection=collection)
 
     async def queue_url(self, request: UrlIndexRequest) -> BatchQueued:
         collection = validate_collection(request.collection)
         data = await self.fetcher.fetch(request.url)
         path = await self._store(data, request.url.split("?")[0])
-        batch_id, count = await self.queue.create_batch(collection, [(path, "url", request.url)])
+        batch_id, count = await self.queue.create_batch(
+            collection, [(path, "url", request.url)], label=request.url
+        )
         return BatchQueued(batch_id=batch_id, queued=count, collection=collection)
 
     async def _store(self, data: bytes, filename: str) -> str:

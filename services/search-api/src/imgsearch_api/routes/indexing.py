@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 
 from imgsearch_common.errors import NotFound
 from imgsearch_common.ids import DEFAULT_COLLECTION
+from imgsearch_common.jobs import MAX_RECENT_BATCHES, is_batch_id
 from imgsearch_common.schemas import (
+    BatchList,
     BatchQueued,
     BatchStatus,
     FolderIndexRequest,
@@ -56,9 +58,22 @@ async def index_url(state: State, body: UrlIndexRequest) -> BatchQueued:
     return await state.indexing.queue_url(body)
 
 
+# Declared before ``/batches/{batch_id}``, which would otherwise match it first.
+@router.get("/batches", response_model=BatchList, responses=openapi.BATCH_LIST)
+async def recent_batches(
+    state: State,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_RECENT_BATCHES, description="most batches answered, newest first")
+    ] = 20,
+) -> BatchList:
+    """The recent batches still known (the newest 100 at most, each for as long as the
+    batch itself is kept: 7 days), newest first, each with its first 20 errors."""
+    return BatchList(batches=await state.queue.recent_batches(limit))
+
+
 @router.get("/batches/{batch_id}", response_model=BatchStatus, responses=openapi.BATCH_STATUS)
 async def batch_status(state: State, batch_id: str) -> BatchStatus:
-    if not batch_id.isalnum() or len(batch_id) > 64:
+    if not is_batch_id(batch_id):
         raise NotFound("no such batch")
     status = await state.queue.batch_status(batch_id)
     if status is None:
@@ -77,4 +92,4 @@ async def requeue_dead_letters(
     state: State, body: Annotated[RequeueRequest | None, Body()] = None
 ) -> RequeueResult:
     body = body or RequeueRequest()
-    return await state.queue.requeue(reasons=body.reasons, limit=body.limit)
+    return await state.queue.requeue(reasons=body.reasons, limit=body.limit, batch_id=body.batch_id)

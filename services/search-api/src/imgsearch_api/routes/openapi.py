@@ -207,8 +207,13 @@ INDEX_UPLOAD = declare(
 )
 INDEX_URL = declare(*INDEXING, *WRITE, COLLECTION, MODEL_MISMATCH, *URL, *IMAGE, CPU_POOL_FULL)
 BATCH_STATUS = declare(*INDEXING, VALIDATION, Answer(404, "`not_found`: no such batch"))
+BATCH_LIST = declare(*INDEXING, VALIDATION)
 DEAD_LETTERS = declare(*INDEXING, VALIDATION)
-REQUEUE = declare(*INDEXING, *WRITE)
+REQUEUE = declare(
+    *INDEXING,
+    *WRITE,
+    Answer(422, "`validation_error`: a `batch_id` that is not a batch id's shape"),
+)
 HEALTH = declare(HOST)
 STATUS = declare(HOST, QUEUE_DOWN)
 _IMAGE_FILE = (
