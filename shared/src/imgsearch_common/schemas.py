@@ -22,6 +22,10 @@ MAX_LIMIT = 100
 #: Most collections one search names (``collections``).
 MAX_SEARCH_COLLECTIONS = 16
 MatchType = Literal["full", "partial_to_full", "full_and_partial", "contains"]
+#: What a result is to its query, in words a page can show (``imgsearch_api.search.kinds``
+#: decides): ``same`` image; the result ``contains_query`` (a region of it matches); the
+#: result is ``in_query`` (it appears inside the query); otherwise ``similar``.
+ResultKind = Literal["same", "contains_query", "in_query", "similar"]
 #: ``region``: the query may be a part of an indexed picture (windows of the index);
 #: ``contains``: an indexed picture may appear inside the query (windows of the query);
 #: ``auto``: both (costs the query windows' encoding).
@@ -103,6 +107,27 @@ class SearchResult(BaseModel):
     #: The collection this image was found in (a search may name several); always set by
     #: this server (the default stands for answers of servers from before it was).
     collection: str = DEFAULT_COLLECTION
+    kind: ResultKind = Field(
+        default="similar",
+        description="What this image is to the query: `same` (the same picture: a copy, "
+        "re-encoded or resized, checked on its pixels), `contains_query` (a region of this "
+        "image matches the query, found there in the pixels too; for a text query: a "
+        "region scored above the whole image), `in_query` (this image appears inside the "
+        "query, found there in the pixels), `similar` (anything else). Text queries are "
+        "never `same`.",
+    )
+    best_box: MatchedBox | None = Field(
+        default=None,
+        description="The one box to draw by default, in this image's pixels: the whole "
+        "image for `same` (with the full-image score), the matched region for "
+        "`contains_query`, the part of this image the query shows for `in_query`; null "
+        "for `similar` (`matched_boxes` still lists what matched).",
+    )
+    thumbnail_url: str = Field(
+        default="",
+        description="A small WebP of this image (256 px on its long side): "
+        "`/api/image/{id}/thumbnail?size=256&collection=...`; always set by this server.",
+    )
 
 
 class SearchResponse(BaseModel):

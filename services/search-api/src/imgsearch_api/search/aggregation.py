@@ -66,6 +66,9 @@ class WindowMatch:
     count: int
     #: ``(box, score)`` best first.
     boxes: list[tuple[Box, float]] = field(default_factory=list)
+    #: The first box is stage two's, and the query was found there in the picture's
+    #: pixels (``Rescore.verified``).
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class ContainsMatch:
     query_box: Box
     #: The part of the picture (its pixels) that ``query_box`` shows.
     image_box: Box
+    #: Stage two found the picture at ``query_box`` in the query's pixels.
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,10 @@ class Rescore:
     score: float
     box: Box
     query_box: Box | None = None
+    #: The box was verified in the pixels, as the duplicate finder verifies a crop
+    #: (``duplicate_checks.locate_crop``): the query found in the picture there (window
+    #: matches), or the picture in the query (contains).
+    verified: bool = False
 
 
 def apply_rescores(
@@ -279,7 +288,9 @@ def apply_rescores(
         if new is not None and new.score > r.score:
             if new.query_box is not None:
                 window = r.contains.window if r.contains else new.query_box
-                contains = ContainsMatch(r.image_id, new.score, window, new.query_box, new.box)
+                contains = ContainsMatch(
+                    r.image_id, new.score, window, new.query_box, new.box, new.verified
+                )
                 r = replace(r, score=new.score, contains=contains)
             else:
                 old = r.windows
@@ -291,6 +302,7 @@ def apply_rescores(
                     mean_score=old.mean_score if old else new.score,
                     count=old.count if old else 0,
                     boxes=[(new.box, new.score), *kept][:MAX_BOXES],
+                    verified=new.verified,
                 )
                 r = replace(r, score=new.score, windows=windows)
         if min_score is None or r.score >= min_score:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from imgsearch_common.imaging import crops_to_model_inputs, model_input, open_image
 from imgsearch_common.schemas import MatchMode, SearchOptions, TextSearchRequest
+from imgsearch_common.signatures import PixelSignature, pixel_signature
 from imgsearch_common.windows import Box, query_window_boxes
 
 from ..enhance import enhance_image
@@ -92,6 +93,9 @@ class PreparedQuery:
     window_boxes: list[Box] = field(default_factory=list)
     #: The query's own size, when ``image`` is a shrunk copy (boxes are reported in it).
     original_size: tuple[int, int] | None = None
+    #: The pixel signature of ``image``, as the workers compute the indexed pictures'
+    #: (``signatures``): what tells a copy of the query from a merely similar picture.
+    signature: PixelSignature | None = None
 
     def to_original(self, box: Sequence[int]) -> list[int]:
         """A box on ``image`` in the query's own pixels."""
@@ -171,4 +175,5 @@ class QueryPreparer:
             pixels[0] = model_input(img, image_size)
             if boxes:
                 pixels[1:] = crops_to_model_inputs(img, boxes, image_size)
-        return PreparedQuery(img, img.size, pixels, boxes, opened.size)
+            signature = pixel_signature(img, opened.size)
+        return PreparedQuery(img, img.size, pixels, boxes, opened.size, signature)

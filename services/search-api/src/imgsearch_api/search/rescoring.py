@@ -10,9 +10,13 @@ becomes the matched box. For a ``contains`` match it is the other way round: the
 is located in the query, and the query's crop there is compared with the picture's own
 view. The model decides, the correlation only proposes: a query that is not a copy of part
 of a picture (another photo of the same thing) gets a poor box whose score loses to the
-first stage's. ``RESCORE_FRACTIONS`` adds boxes of the query's shape centred on the best
-window. A picture whose file cannot be read (moved, or a server without the files) keeps
-its first-stage score, and so does one whose file the API may not read (outside
+first stage's. When the located box wins and beats the first stage, it is then *verified*
+in the pixels as the duplicate finder verifies a crop (``duplicate_checks.locate_crop``:
+grey levels and their gradients at the box), which is what lets a result say "contains
+your query" (``kinds``): the model's scores alone cannot (random weights give unrelated
+pictures' windows 0.99). ``RESCORE_FRACTIONS`` adds boxes of the query's shape centred on
+the best window. A picture whose file cannot be read (moved, or a server without the
+files) keeps its first-stage score, and so does one whose file the API may not read (outside
 ``INDEX_ROOTS`` and the upload folder, or not a regular file: ``imgsearch_api.files``).
 
 Cutting runs in the search API's thread pool, one picture per task.
@@ -25,7 +29,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -34,8 +38,9 @@ from imgsearch_common.encoder_client import EncoderClient
 from imgsearch_common.errors import ImgSearchError
 from imgsearch_common.imaging import crops_to_model_inputs, model_input, open_image, scale_boxes
 from imgsearch_common.payloads import ImagePayload
-from imgsearch_common.windows import Box, refine_boxes
+from imgsearch_common.windows import Box, box_iou, refine_boxes
 
+from ..duplicate_checks import grey_copy, locate_crop
 from ..files import IndexedFiles
 from .aggregation import RankedImage, Rescore, clip_box
 from .locate import locate
@@ -48,6 +53,9 @@ RESCORE_MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Re-scoring decodes JPEGs at a reduced scale that keeps this short side (a crop of 5 %
 #: of the area then still has about 224 px).
 RESCORE_DECODE_SIDE = 1024
+#: A verified box: where the pixel check found the query (or the picture) overlaps the
+#: re-scored box by at least this much.
+VERIFY_MIN_IOU = 0.5
 
 
 @dataclass
@@ -63,6 +71,12 @@ class CandidateBoxes:
     #: Contains: where the picture lies in the query, per candidate.
     query_boxes: list[Box]
     contains: bool = False
+    #: The candidate ``locate`` found (its index in ``boxes``), None if it found none.
+    located: int | None = None
+    #: The picture's grey levels (``duplicate_checks.grey_copy``), for the verification,
+    #: and their pixels per pixel of the picture's own (``boxes``).
+    grey: np.ndarray | None = None
+    grey_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,8 @@ class Rescorer:
             return {}
         vectors = await self.encoder.embed_pixels(np.concatenate([c.pixels for c in kept]))
         out: dict[str, Rescore] = {}
+        to_verify: list[CandidateBoxes] = []
+        stage_one = {r.image_id: r.score for r in top}
         at = 0
         for c in kept:
             n = len(c.pixels)
@@ -119,6 +135,22 @@ class Rescorer:
                 c.boxes[best],
                 c.query_boxes[best] if c.contains else None,
             )
+            # Only a located box that will replace the first stage's is worth verifying.
+            if best == c.located and out[c.image_id].score > stage_one[c.image_id]:
+                to_verify.append(c)
+        if to_verify:
+            query_grey = await loop.run_in_executor(self.pool, grey_copy, query.image)
+            checks = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self.pool, _verify, c, out[c.image_id], query_grey, query.image.width
+                    )
+                    for c in to_verify
+                )
+            )
+            for c, verified in zip(to_verify, checks, strict=True):
+                if verified:
+                    out[c.image_id] = replace(out[c.image_id], verified=True)
         return out
 
     def _candidates(
@@ -154,18 +186,30 @@ class Rescorer:
         fractions = self.fractions
         boxes = refine_boxes(matched, aspect, size[0], size[1], fractions) if fractions else []
         found = locate(query.image, picture)
+        located: Box | None = None
         if found is not None:
             x0, y0, x1, y1 = found.box
             located = (round(x0 / fx), round(y0 / fy), round(x1 / fx), round(y1 / fy))
             located = clip_box(located, *size)
             if located[2] > located[0] and located[3] > located[1]:
                 boxes.insert(0, located)
+            else:
+                located = None
         boxes = list(dict.fromkeys(boxes))
         if not boxes:
             return None
         scaled = scale_boxes(boxes, fx, fy) if picture.size != size else boxes
         pixels = crops_to_model_inputs(picture, scaled, image_size)
-        return CandidateBoxes(r.image_id, pixels, boxes, [])
+        grey = None if located is None else grey_copy(picture)
+        return CandidateBoxes(
+            r.image_id,
+            pixels,
+            boxes,
+            [],
+            located=None if located is None else 0,
+            grey=grey,
+            grey_scale=1.0 if grey is None else grey.shape[1] / size[0],
+        )
 
     def _read_picture(self, path: str, size: tuple[int, int]) -> Image.Image | None:
         """An indexed picture's pixels (JPEG: decoded at a reduced scale that keeps at
@@ -213,4 +257,34 @@ def _contains_candidates(
     for i, frame in enumerate(frames):
         pixels[1 + i] = model_input(query.image.crop(frame), image_size)
     full = (0, 0, size[0], size[1])
-    return CandidateBoxes(r.image_id, pixels, [full] * len(frames), frames, contains=True)
+    located = 0 if found is not None and frames[0] == found.box else None
+    return CandidateBoxes(
+        r.image_id,
+        pixels,
+        [full] * len(frames),
+        frames,
+        contains=True,
+        located=located,
+        grey=None if located is None else grey_copy(picture),
+    )
+
+
+def _verify(c: CandidateBoxes, rescore: Rescore, query_grey: np.ndarray, query_width: int) -> bool:
+    """Whether the pixels confirm ``rescore``'s box: the duplicate finder's crop check
+    (``locate_crop``, near the box's size) finds the query in the picture there (window
+    matches), or the picture in the query (contains), overlapping the box by
+    ``VERIFY_MIN_IOU``."""
+    assert c.grey is not None
+    if c.contains:
+        assert rescore.query_box is not None
+        template, parent, box = c.grey, query_grey, rescore.query_box
+        scale = query_grey.shape[1] / query_width
+    else:
+        template, parent, box = query_grey, c.grey, rescore.box
+        scale = c.grey_scale
+    prior = ((box[2] - box[0]) * scale, (box[3] - box[1]) * scale)
+    match = locate_crop(template, parent, prior)
+    if match is None or not match.passed:
+        return False
+    x0, y0, x1, y1 = (round(v / scale) for v in match.box)
+    return box_iou((x0, y0, x1, y1), box) >= VERIFY_MIN_IOU

@@ -6,7 +6,11 @@ from imgsearch_common.payloads import ImagePayload
 from imgsearch_common.schemas import MatchedBox, SearchResult
 
 from .aggregation import RankedImage
+from .kinds import result_kind
 from .query import PreparedQuery
+
+#: The thumbnail size results point to (``GET /api/image/{id}/thumbnail``).
+THUMBNAIL_SIZE = 256
 
 
 def build_result(
@@ -14,9 +18,12 @@ def build_result(
     payload: ImagePayload | None,
     collection: str,
     query: PreparedQuery | None = None,
+    *,
+    same: bool = False,
 ) -> SearchResult:
     """One result, found in ``collection``; boxes of ``contains`` matches are reported in
-    the query's own pixels."""
+    the query's own pixels. ``query`` None: a text query. ``same``: the result is the
+    query's picture (``kinds.same_images``)."""
     windows = r.windows
     cont = r.contains if r.match_type == "contains" else None
     if cont is not None:
@@ -29,6 +36,8 @@ def build_result(
     query_box = None
     if cont is not None:
         query_box = query.to_original(cont.query_box) if query else list(cont.query_box)
+    size = payload.size if payload is not None else None
+    kind, best_box = result_kind(r, size, same=same, text_query=query is None)
     return SearchResult(
         id=r.image_id,
         score=round(r.score, 6),
@@ -43,4 +52,9 @@ def build_result(
         query_box=query_box,
         image_url=f"/api/image/{r.image_id}?collection={collection}",
         collection=collection,
+        kind=kind,
+        best_box=best_box,
+        thumbnail_url=(
+            f"/api/image/{r.image_id}/thumbnail?size={THUMBNAIL_SIZE}&collection={collection}"
+        ),
     )

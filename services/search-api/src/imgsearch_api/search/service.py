@@ -33,6 +33,7 @@ from ..library import require_collections
 from ..model_check import refuse_other_models
 from .aggregation import Found, RankedImage, apply_rescores, merge_collections
 from .candidates import Candidates, CandidateSearch, QueryVectors
+from .kinds import same_images
 from .query import ImageSearch, PreparedQuery, QueryPreparer, SearchScope
 from .rescoring import Rescorer
 from .results import build_result
@@ -208,7 +209,14 @@ def _response(
     timings: Timings,
     gpu_memory_used: int,
 ) -> SearchResponse:
-    results = [build_result(r, found[c].payloads.get(r.image_id), c, query) for c, r in ranked]
+    same = {
+        c: same_images(query, {r.image_id: r for name, r in ranked if name == c}, f.payloads)
+        for c, f in found.items()
+    }
+    results = [
+        build_result(r, found[c].payloads.get(r.image_id), c, query, same=r.image_id in same[c])
+        for c, r in ranked
+    ]
     return SearchResponse(
         results=results,
         processing_time_ms=timings.total_ms(),
