@@ -39,6 +39,8 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/index/upload"): {202, 400, 401, 403, 409, 413, 415, 422, 503},
     ("POST", "/api/index/url"): {202, 400, 401, 403, 409, 413, 415, 422, 503},
     ("GET", "/api/index/batches/{batch_id}"): {200, 400, 401, 404, 422, 503},
+    ("GET", "/api/image/{image_id}/thumbnail"): {200, 304, 400, 404, 422, 503},
+    ("GET", "/api/index/batches"): {200, 400, 401, 422, 503},
     ("GET", "/api/index/dead-letters"): {200, 400, 401, 422, 503},
     ("POST", "/api/index/dead-letters/requeue"): {200, 400, 401, 403, 413, 422, 503},
     ("GET", "/health"): {200, 400},
@@ -106,7 +108,7 @@ def test_the_422_is_ours_not_fastapis() -> None:
     assert "HTTPValidationError" not in schemas
     assert "ValidationError" not in schemas
     with_422 = [(m, p) for m, p, s, _ in _errors() if s == 422]
-    assert len(with_422) == 17
+    assert len(with_422) == 19
     for method, path, status, answer in _errors():
         if status == 422:
             schema = answer["content"]["application/json"]["schema"]

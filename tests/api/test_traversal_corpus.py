@@ -112,7 +112,8 @@ TARGET_FORMS = [
     "%2e" * 3000,
 ]
 #: Routes that serve files or pages, and one that does not exist.
-PREFIXES = ["/api/image/", "/images/", "/static/images/", "/", "/docs/", "/static/"]
+PREFIXES = ["/api/image/", "/images/", "/static/images/", "/", "/docs/", "/static/", "/assets/",
+            "/docs/assets/"]  # fmt: skip
 #: The image routes, which get ``?collection=`` (the controls' collection).
 IMAGE_PREFIXES = ("/api/image/", "/images/", "/static/images/")
 #: Whole targets: queries of the page routes, segments after a route's full path.
