@@ -47,7 +47,8 @@ export function fmtDuration(seconds) {
 
 export function fmtMs(ms) {
   if (!isNum(ms)) return "?";
-  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+  // A no-break space: "1.8 s" never splits over two lines.
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)}\u00a0s` : `${Math.round(ms)}\u00a0ms`;
 }
 
 /** "a", "a and b", "a, b and c". */
