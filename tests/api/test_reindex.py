@@ -153,6 +153,9 @@ def test_a_reindex_switches_with_no_failed_search(
         thread.join(60)
     assert status["state"] == "done", status
     assert (status["queued"], status["done"], status["failed"]) == (4, 4, 0)
+    # The page's batch list says what the batch is.
+    batch = client.get(f"/api/index/batches/{status['batch_id']}").json()
+    assert batch["label"] == "reindex of moving"
     assert failures == [] and answered[0] >= 3, (failures[:3], answered[0])
     assert inprocess.run(store.resolve("moving")) == "moving.r1"
     names = [c["name"] for c in client.get("/api/collections").json()["collections"]]

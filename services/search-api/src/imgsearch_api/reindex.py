@@ -116,7 +116,7 @@ class Reindexer:
             pipe.hset(key, mapping=state)  # type: ignore[arg-type]
             await pipe.execute()
         items = await self._items(source)
-        batch_id, _ = await self.queue.create_batch(target, items)
+        batch_id, _ = await self.queue.create_batch(target, items, label=f"reindex of {name}")
         await self.redis.hset(key, mapping={"batch_id": batch_id, "queued": len(items)})
         self._launch(name)
         status = await self._state(name)
@@ -212,7 +212,9 @@ class Reindexer:
             missing = await self._missing(state.source, state.target, state.started_at)
             batch_id = ""
             if missing:
-                batch_id, _ = await self.queue.create_batch(state.target, missing)
+                batch_id, _ = await self.queue.create_batch(
+                    state.target, missing, label=f"reindex of {name}: catch-up"
+                )
             await self._set(name, state="catching_up", catch_up_batch_id=batch_id)
             state = await self._state(name)
             assert state is not None
@@ -231,7 +233,7 @@ class Reindexer:
             # is the new collection now; the jobs read the files, not the old collection.
             late = await self._missing(state.source, state.target, state.started_at)
             if late:
-                await self.queue.create_batch(name, late)
+                await self.queue.create_batch(name, late, label=f"reindex of {name}: late writes")
             await self.store.drop_collection(state.source)
             await self._set(name, state="done", finished_at=time.time())
             await self.redis.expire(STATE_PREFIX + name, FINISHED_TTL_S)
