@@ -269,6 +269,18 @@ async def test_requeue_of_one_batch_moves_only_its_dead_letters(queue: JobQueue)
     assert (await queue.requeue(batch_id="0" * 32)).requeued == 0
 
 
+async def test_requeue_of_a_requeued_batch_names_the_first_batch_once(queue: JobQueue) -> None:
+    first, _ = await queue.create_batch("cats", [("/a.jpg", "folder", "a.jpg")], label="/photos")
+    batch_id = first
+    for _ in range(3):
+        for d in await queue.read("w", count=1, block_ms=100):
+            await queue.fail(d, "missing_file", "gone")
+        (batch,) = (await queue.requeue(batch_id=batch_id)).batches
+        batch_id = batch.batch_id
+        status = await queue.batch_status(batch_id)
+        assert status is not None and status.label == "failed files of /photos, re-queued"
+
+
 @pytest.mark.parametrize("junk", ["", "../x", "a" * 65, "batch id", "*"])
 async def test_requeue_refuses_a_batch_id_of_the_wrong_shape(queue: JobQueue, junk: str) -> None:
     await _dead_letter(queue, "cats", "/c1.jpg", "retries_exhausted")

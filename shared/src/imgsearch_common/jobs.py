@@ -178,6 +178,10 @@ def is_batch_id(value: str) -> bool:
     return bool(_BATCH_ID_RE.match(value))
 
 
+#: The label ``_requeue_label`` gives a batch of another batch's failed files.
+_REQUEUED_LABEL = re.compile(r"failed files of (?P<of>.+), re-queued(?: \([^()]*\))?")
+
+
 def batch_label(label: str) -> str:
     """``label`` on one line, cut to ``MAX_LABEL_CHARS`` (an ellipsis says it was)."""
     line = " ".join(label.split())
@@ -470,6 +474,9 @@ class JobQueue:
             return batch_label(f"dead letters re-queued{why}")
         was = await self.redis.hget(_batch_key(batch_id), "label")
         of = _s(was) if was else f"batch {batch_id}"
+        # A requeue of a requeue names the first batch once, not "failed files of failed...".
+        if (first := _REQUEUED_LABEL.fullmatch(of)) is not None:
+            of = first["of"]
         return batch_label(f"failed files of {of}, re-queued{why}")
 
     # --- consumer side ----------------------------------------------------------------
