@@ -12,8 +12,9 @@
 - ``contains_query``: the result's score is a region's (a window, or stage two's box, beat
   the whole image), the region is strictly smaller than the image, and, for an image
   query, stage two found the query's pixels there (``Rescore.verified``: the duplicate
-  finder's crop check). A text query has no pixels: a region that beat the whole image
-  is enough. ``best_box``: that region.
+  finder's crop check). A text query has no pixels: the region must reach
+  :data:`TEXT_REGION_MIN` and beat the whole image by :data:`TEXT_REGION_GAIN`.
+  ``best_box``: that region.
 - ``in_query``: a ``contains`` match (the result appears inside the query) that stage two
   found in the query's pixels. ``best_box``: the part of the result the query shows.
 - ``similar``: anything else; ``best_box`` is None (no outline on an unrelated result).
@@ -50,6 +51,15 @@ from .query import PreparedQuery
 
 #: Least full-image score of a ``same`` result (see the module's measurements).
 SAME_MIN_FULL = 0.95
+#: A text query's ``contains_query`` region must score at least ``TEXT_REGION_MIN`` and
+#: beat the whole image by ``TEXT_REGION_GAIN``: some window of almost any picture beats
+#: the whole by a little. Measured with random weights: text scores are noise within about
+#: +-0.05 (a window at 0.027 beat its image's -0.030), and without the floor every result
+#: was outlined. Chosen, not measured (no real weights here): CLIP ViT-B-32 gives text
+#: that matches a picture cosines of about 0.25-0.35, and a region holding the thing named
+#: gains a few hundredths over the whole picture.
+TEXT_REGION_MIN = 0.2
+TEXT_REGION_GAIN = 0.02
 
 
 def same_images(
@@ -96,7 +106,10 @@ def result_kind(
     win = r.windows
     if win is None or not win.boxes or r.score != win.score:
         return "similar", None
-    beat = r.full_score is None or win.score > r.full_score
+    if text_query and win.score < TEXT_REGION_MIN:
+        return "similar", None
+    gain = TEXT_REGION_GAIN if text_query else 0.0
+    beat = r.full_score is None or win.score > r.full_score + gain
     box, score = win.boxes[0]
     if beat and _smaller(box, size) and (text_query or win.verified):
         return "contains_query", MatchedBox(box=list(box), score=round(score, 6))
