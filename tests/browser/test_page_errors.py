@@ -51,6 +51,8 @@ def test_a_mistyped_collection_is_said_not_to_exist(
     # Not the "no good match" advice, which would send people after the wrong option.
     expect(page.locator("#results-empty")).to_be_hidden()
     expect(results(page)).to_have_count(0)
+    # Said once, next to the field: the summary line does not repeat it as a failure.
+    expect(page.locator("#results-summary")).not_to_have_text(re.compile("fail", re.I))
     shot(page, "error-collection")
     # The next action clears it, and finds.
     set_collection(page, corpus.collection)

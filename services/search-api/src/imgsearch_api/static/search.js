@@ -219,7 +219,7 @@ export async function search(query) {
   } catch (err) {
     if (err && err.name === "AbortError") return;
     if (!(err instanceof ApiError)) console.error(err);
-    clearResults("The search failed.");
+    clearResults("No results.");  // the error itself is shown next to its control
     showError(describeError(err), query.mode);
   } finally {
     if (state.inflight === mine) {
